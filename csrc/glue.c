@@ -1,0 +1,106 @@
+// Shared glue helpers (see glue.h).
+#include "glue.h"
+
+#include <stdio.h>
+#include <string.h>
+
+PyObject *tn_error(int status, const char *op) {
+    switch (status) {
+    case TN_ENOMEM: PyErr_Format(PyExc_MemoryError, "%s: out of memory", op); break;
+    case TN_ENAN: PyErr_Format(PyExc_ValueError, "%s: input contains NaN or inf", op); break;
+    case TN_EUNDEF: PyErr_Format(PyExc_ValueError, "%s: result is undefined for this input", op); break;
+    case TN_EINVAL: PyErr_Format(PyExc_ValueError, "%s: invalid argument", op); break;
+    default: PyErr_Format(PyExc_RuntimeError, "%s: internal error (status %d)", op, status);
+    }
+    return NULL;
+}
+
+const char *tn_describe(PyObject *obj, char *buf, size_t n) {
+    if (!PyArray_Check(obj)) {
+        snprintf(buf, n, "%s", Py_TYPE(obj)->tp_name);
+        return buf;
+    }
+    PyArrayObject *a = (PyArrayObject *)obj;
+    size_t k = 0;
+    k += snprintf(buf + k, n - k, "(");
+    for (int i = 0; i < PyArray_NDIM(a) && k < n; i++)
+        k += snprintf(buf + k, n - k, i ? ", %ld" : "%ld", (long)PyArray_DIM(a, i));
+    if (PyArray_NDIM(a) == 1 && k < n) k += snprintf(buf + k, n - k, ",");
+    if (k < n) {
+        PyArray_Descr *d = PyArray_DESCR(a);
+        const char *swap = PyArray_ISBYTESWAPPED(a) ? " byte-swapped" : "";
+        PyObject *name = PyObject_Str((PyObject *)d);
+        snprintf(buf + k, n - k, ") %s%s", name ? PyUnicode_AsUTF8(name) : "?", swap);
+        Py_XDECREF(name);
+        if (!name) PyErr_Clear();
+    }
+    return buf;
+}
+
+int tn_check_dims(PyArrayObject *a, const char *op, const char *name, int ndim,
+                  const npy_intp *dims, const char *expect) {
+    int ok = PyArray_NDIM(a) == ndim;
+    for (int i = 0; ok && dims && i < ndim; i++)
+        if (dims[i] >= 0 && PyArray_DIM(a, i) != dims[i]) ok = 0;
+    if (ok) return 0;
+    char got[160];
+    PyErr_Format(PyExc_ValueError, "%s: %s must be %s, got %s", op, name, expect,
+                 tn_describe((PyObject *)a, got, sizeof got));
+    return -1;
+}
+
+PyArrayObject *tn_f32(PyObject *obj, const char *op, const char *name, int ndim,
+                      const char *expect) {
+    char got[160];
+    if (!PyArray_Check(obj)) {
+        PyErr_Format(PyExc_TypeError, "%s: %s must be a numpy float32 array %s, got %s", op,
+                     name, expect, tn_describe(obj, got, sizeof got));
+        return NULL;
+    }
+    PyArrayObject *a = (PyArrayObject *)obj;
+    if (PyArray_TYPE(a) != NPY_FLOAT32 || PyArray_ISBYTESWAPPED(a)) {
+        PyErr_Format(PyExc_TypeError, "%s: %s must be %s float32, got %s", op, name, expect,
+                     tn_describe(obj, got, sizeof got));
+        return NULL;
+    }
+    if (ndim >= 0 && PyArray_NDIM(a) != ndim) {
+        PyErr_Format(PyExc_ValueError, "%s: %s must be %s float32, got %s", op, name, expect,
+                     tn_describe(obj, got, sizeof got));
+        return NULL;
+    }
+    if (!PyArray_IS_C_CONTIGUOUS(a) || !PyArray_ISALIGNED(a)) {
+        PyErr_Format(PyExc_ValueError,
+                     "%s: %s must be C-contiguous and aligned (use np.ascontiguousarray), got %s",
+                     op, name, tn_describe(obj, got, sizeof got));
+        return NULL;
+    }
+    for (int i = 0; i < PyArray_NDIM(a); i++)
+        if (PyArray_DIM(a, i) == 0) {
+            PyErr_Format(PyExc_ValueError, "%s: %s has a zero-size dimension: %s", op, name,
+                         tn_describe(obj, got, sizeof got));
+            return NULL;
+        }
+    Py_INCREF(a);
+    return a;
+}
+
+PyArrayObject *tn_as(PyObject *obj, int type, const char *op, const char *name) {
+    PyArrayObject *a = (PyArrayObject *)PyArray_FROM_OTF(obj, type, NPY_ARRAY_IN_ARRAY);
+    if (!a) {
+        char got[160];
+        PyObject *et, *ev, *tb;
+        PyErr_Fetch(&et, &ev, &tb);
+        PyErr_Format(PyExc_TypeError, "%s: %s cannot be converted to %s, got %s", op, name,
+                     PyArray_DescrFromType(type)->typeobj->tp_name, tn_describe(obj, got, sizeof got));
+        Py_XDECREF(et); Py_XDECREF(ev); Py_XDECREF(tb);
+    }
+    return a;
+}
+
+PyArrayObject *tn_zeros_f32(int ndim, const npy_intp *dims) {
+    return (PyArrayObject *)PyArray_ZEROS(ndim, dims, NPY_FLOAT32, 0);
+}
+
+PyArrayObject *tn_empty(int ndim, const npy_intp *dims, int type) {
+    return (PyArrayObject *)PyArray_EMPTY(ndim, dims, type, 0);
+}

@@ -1,0 +1,52 @@
+// The one glue layer: every file that sees Python includes this, nothing
+// under cpu/, metrics/, score/, ode/ does. Argument conversion, shape
+// checks with precise messages, status -> exception.
+#ifndef TIMENET_GLUE_H
+#define TIMENET_GLUE_H
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#define PY_ARRAY_UNIQUE_SYMBOL timenet_ARRAY_API
+#ifndef TN_GLUE_MAIN
+#define NO_IMPORT_ARRAY
+#endif
+#include <numpy/arrayobject.h>
+
+#include "common.h"
+
+// Method tables, one per op family (py_<family>.c); module.c adds them all.
+// (add `extern PyMethodDef tn_<family>_methods[];` here and the table to module.c)
+
+// Set a Python exception for a kernel status; returns NULL for `return`.
+PyObject *tn_error(int status, const char *op);
+
+// "(2, 3, 4) float64" into buf; returns buf.
+const char *tn_describe(PyObject *obj, char *buf, size_t n);
+
+// Strict input for engine ops: an ndarray that is already float32, native
+// byte order, C-contiguous and aligned, with `ndim` dims (ndim < 0: any) and
+// none of size 0. `expect` names the shape in messages, e.g. "(N, C, H, W)".
+// Returns a new reference, or NULL with TypeError/ValueError set:
+//   "conv2d: x must be (N, C, H, W) float32, got (3, 4) float64"
+PyArrayObject *tn_f32(PyObject *obj, const char *op, const char *name, int ndim,
+                      const char *expect);
+
+// Lenient input (metrics, scoring): any array-like, converted (copied only
+// when needed: non-contiguous, byte-swapped, other dtype) to a C-contiguous
+// aligned array of `type`. Never writes to the caller's data.
+PyArrayObject *tn_as(PyObject *obj, int type, const char *op, const char *name);
+
+// Check dims against `dims` (entries < 0 match anything); on mismatch raise
+// ValueError "<op>: <name> must be <expect>, got <shape>". Returns 0 or -1.
+int tn_check_dims(PyArrayObject *a, const char *op, const char *name, int ndim,
+                  const npy_intp *dims, const char *expect);
+
+// New zero-filled float32 array, or NULL with MemoryError set.
+PyArrayObject *tn_zeros_f32(int ndim, const npy_intp *dims);
+// New uninitialised array of `type`.
+PyArrayObject *tn_empty(int ndim, const npy_intp *dims, int type);
+
+#define TN_F32(a) ((float *)PyArray_DATA(a))
+
+#endif
