@@ -6,8 +6,13 @@ here is thin orchestration over it.
 import os as _os
 
 from ._loader import _core
+from .autograd import Tensor, enable_grad, is_grad_enabled, no_grad
+from . import nn, optim
+from .nn.init import manual_seed
 
 __version__ = "0.1.0"
+__all__ = ["Tensor", "no_grad", "enable_grad", "is_grad_enabled", "nn", "optim",
+           "manual_seed", "set_num_threads", "get_num_threads"]
 
 
 def set_num_threads(n: int) -> None:

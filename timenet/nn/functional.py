@@ -1,0 +1,186 @@
+"""Differentiable ops over the C kernels, with PyTorch's names and signatures
+where the op is the same, so any op can be checked against PyTorch.
+
+Each function runs the `_core` forward, and records a backward closure over
+exactly what the C backward needs (docs/engine-api.md).
+"""
+import numpy as np
+
+from .._loader import _core
+from ..autograd import Tensor, record, _tensor, add, mul  # noqa: F401  (re-exported)
+
+__all__ = [
+    "conv2d", "linear", "group_norm", "silu", "sigmoid", "relu", "interpolate",
+    "avg_pool2d", "adaptive_avg_pool2d", "max_pool2d", "embedding", "cat",
+    "mse_loss", "multi_head_attention", "timestep_embedding", "add", "mul",
+    "broadcast_add", "broadcast_mul",
+]
+
+
+def _data(t):
+    return None if t is None else t.data
+
+
+def _pair(v, what):
+    if isinstance(v, (tuple, list)):
+        if len(v) != 2 or v[0] != v[1]:
+            raise ValueError(f"{what}: only square values are supported, got {v}")
+        v = v[0]
+    return int(v)
+
+
+def conv2d(input, weight, bias=None, stride=1, padding=0):
+    """2-D convolution, zero padding. input (N, C, H, W), weight (K, C, R, S)."""
+    stride, padding = _pair(stride, "conv2d stride"), _pair(padding, "conv2d padding")
+    x, w = input, weight
+    y = _core.conv2d_forward(x.data, w.data, _data(bias), stride, padding)
+
+    def backward(g):
+        dx, dw, db = _core.conv2d_backward(g, x.data, w.data, stride, padding,
+                                           x.requires_grad, bias is not None)
+        return dx, dw, db
+    return record(y, (x, w, bias), backward)
+
+
+def linear(input, weight, bias=None):
+    """y = input @ weight.T + bias. input (N, I), weight (O, I)."""
+    x, w = input, weight
+    lead = x.shape[:-1]
+    x2 = x.data.reshape(-1, x.shape[-1])
+    y = _core.linear_forward(x2, w.data, _data(bias))
+
+    def backward(g):
+        dx, dw, db = _core.linear_backward(g.reshape(-1, g.shape[-1]), x2, w.data,
+                                           bias is not None)
+        return dx.reshape(x.shape), dw, db
+    return record(y.reshape(lead + (w.shape[0],)), (x, w, bias), backward)
+
+
+def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5):
+    x = input
+    y, mean, rstd = _core.group_norm_forward(x.data, int(num_groups), _data(weight),
+                                             _data(bias), float(eps))
+
+    def backward(g):
+        return _core.group_norm_backward(g, x.data, mean, rstd, int(num_groups),
+                                         _data(weight))
+    return record(y, (x, weight, bias), backward)
+
+
+def silu(input):
+    x = input
+    return record(_core.silu_forward(x.data), (x,),
+                  lambda g: (_core.silu_backward(g, x.data),))
+
+
+def sigmoid(input):
+    y = _core.sigmoid_forward(input.data)
+    return record(y, (input,), lambda g: (_core.sigmoid_backward(g, y),))
+
+
+def relu(input):
+    x = input
+    return record(_core.relu_forward(x.data), (x,),
+                  lambda g: (_core.relu_backward(g, x.data),))
+
+
+def interpolate(input, size=None, scale_factor=None, mode="nearest"):
+    """Nearest-neighbour upsampling by an integer factor (the U-Net's)."""
+    if mode != "nearest":
+        raise ValueError(f"interpolate: mode {mode!r} is not supported (only 'nearest')")
+    if size is not None:
+        H, W = input.shape[-2:]
+        size = (size, size) if np.isscalar(size) else tuple(size)
+        if size[0] % H or size[1] % W or size[0] // H != size[1] // W:
+            raise ValueError(f"interpolate: size {size} is not an integer multiple of {(H, W)}")
+        scale_factor = size[0] // H
+    s = _pair(scale_factor, "interpolate scale_factor")
+    return record(_core.upsample_nearest_forward(input.data, s), (input,),
+                  lambda g: (_core.upsample_nearest_backward(g, s),))
+
+
+def avg_pool2d(input, kernel_size, stride=None, padding=0):
+    k = _pair(kernel_size, "avg_pool2d kernel_size")
+    s = k if stride is None else _pair(stride, "avg_pool2d stride")
+    p = _pair(padding, "avg_pool2d padding")
+    shape = input.shape
+    return record(_core.avg_pool2d_forward(input.data, k, s, p), (input,),
+                  lambda g: (_core.avg_pool2d_backward(g, shape, k, s, p),))
+
+
+def adaptive_avg_pool2d(input, output_size):
+    oh, ow = (output_size, output_size) if np.isscalar(output_size) else output_size
+    shape = input.shape
+    return record(_core.adaptive_avg_pool2d_forward(input.data, int(oh), int(ow)), (input,),
+                  lambda g: (_core.adaptive_avg_pool2d_backward(g, shape),))
+
+
+def max_pool2d(input, kernel_size, stride=None, padding=0):
+    k = _pair(kernel_size, "max_pool2d kernel_size")
+    s = k if stride is None else _pair(stride, "max_pool2d stride")
+    p = _pair(padding, "max_pool2d padding")
+    shape = input.shape
+    y, argmax = _core.max_pool2d_forward(input.data, k, s, p)
+    return record(y, (input,), lambda g: (_core.max_pool2d_backward(g, argmax, shape),))
+
+
+def embedding(input, weight):
+    """Rows of weight (V, D) picked by integer ids (N,)."""
+    ids = np.ascontiguousarray(_tensor(input).data, dtype=np.int64)
+    lead = ids.shape
+    flat = ids.reshape(-1)
+    V = weight.shape[0]
+    y = _core.embedding_forward(weight.data, flat)
+    return record(y.reshape(lead + (weight.shape[1],)), (weight,),
+                  lambda g: (_core.embedding_backward(g.reshape(flat.size, -1), flat, V),))
+
+
+def cat(tensors, dim=1):
+    """Concatenate on the channel axis (dim=1), as the U-Net's skips do."""
+    tensors = [_tensor(t) for t in tensors]
+    if dim != 1:
+        raise ValueError(f"cat: only dim=1 (channels) is supported, got {dim}")
+    sizes = [t.shape[1] for t in tensors]
+    y = _core.concat_forward([t.data for t in tensors])
+    return record(y, tuple(tensors), lambda g: tuple(_core.concat_backward(g, sizes)))
+
+
+def broadcast_add(a, b):
+    """a (N, C, H, W) + b with each dim equal to a's or 1 (C kernel)."""
+    bs = b.shape
+    return record(_core.add_forward(a.data, b.data), (a, b),
+                  lambda g: _core.add_backward(g, bs))
+
+
+def broadcast_mul(a, b):
+    """a (N, C, H, W) * b with each dim equal to a's or 1 (C kernel)."""
+    return record(_core.mul_forward(a.data, b.data), (a, b),
+                  lambda g: _core.mul_backward(g, a.data, b.data))
+
+
+def mse_loss(input, target, reduction="mean"):
+    """mean((input - target)^2) over all elements."""
+    if reduction != "mean":
+        raise ValueError(f"mse_loss: reduction {reduction!r} is not supported (only 'mean')")
+    x, y = input, _tensor(target)
+    loss = _core.mse_forward(x.data, y.data)
+
+    def backward(g):
+        dx = _core.mse_backward(x.data, y.data, float(g))
+        return dx, (-dx if y.requires_grad else None)
+    return record(np.asarray(loss, np.float32), (x, y), backward)
+
+
+def multi_head_attention(q, k, v, num_heads=1):
+    """softmax(q k^T / sqrt(d)) v per head. q, k, v (N, L, C), C = heads * d."""
+    out, probs = _core.attention_forward(q.data, k.data, v.data, int(num_heads))
+
+    def backward(g):
+        return _core.attention_backward(g, q.data, k.data, v.data, probs, int(num_heads))
+    return record(out, (q, k, v), backward)
+
+
+def timestep_embedding(t, dim, max_period=10000.0):
+    """Sinusoidal embedding of timesteps t (N,) -> (N, dim); not differentiable."""
+    t = np.ascontiguousarray(_tensor(t).data, dtype=np.float32).reshape(-1)
+    return Tensor(_core.timestep_embedding(t, int(dim), float(max_period)))
