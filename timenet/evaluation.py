@@ -1,0 +1,32 @@
+"""Per-class evaluation: the paper's Table 1 for one run.
+
+From anomaly maps, image scores and ground truth to
+{"classes": {name: {image_auroc, pixel_auroc, aupro, image_f1_max,
+pixel_f1_max}}, "mean": {...}}, each metric from timenet.metrics (C).
+"""
+import numpy as np
+
+from . import metrics
+from .report import mean_row
+
+
+def evaluate_maps(maps, scores, labels, masks, class_ids, class_names):
+    """maps (N, H, W), scores (N,), labels (N,), masks (N, H, W) bool,
+    class_ids (N,) -> results dict. A class without anomalous (or without
+    normal) test images gets None for the metrics that are undefined there."""
+    maps, scores = np.asarray(maps), np.asarray(scores)
+    labels, masks, class_ids = np.asarray(labels), np.asarray(masks), np.asarray(class_ids)
+    per = {}
+    for cid in sorted(set(class_ids.tolist())):
+        sel = class_ids == cid
+        y, s, m, mk = labels[sel], scores[sel], maps[sel], masks[sel]
+        r = dict.fromkeys(("image_auroc", "pixel_auroc", "aupro", "image_f1_max", "pixel_f1_max"))
+        if 0 < y.sum() < len(y):
+            r["image_auroc"] = metrics.auroc(s, y)
+            r["image_f1_max"] = metrics.f1_max(s, y)[0]
+        if mk.any() and not mk.all():
+            r["pixel_auroc"] = metrics.pixel_auroc(m, mk)
+            r["aupro"] = metrics.aupro(m, mk)
+            r["pixel_f1_max"] = metrics.f1_max(m.ravel(), mk.ravel())[0]
+        per[class_names[cid]] = {k: (None if v is None else float(v)) for k, v in r.items()}
+    return {"classes": per, "mean": mean_row(per)}
