@@ -33,6 +33,7 @@ static PyMethodDef core_methods[] = {
 
 static PyMethodDef *const families[] = {
     core_methods,
+    tn_conv_methods,
 };
 
 static int core_exec(PyObject *m) {

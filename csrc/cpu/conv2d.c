@@ -1,0 +1,362 @@
+// conv2d on the CPU: im2col + GEMM (OpenBLAS), tiled so the scratch memory
+// stays bounded whatever the image size.
+//
+// A convolution is a GEMM per image n:
+//     y_n (K, P*Q) = W (K, C*R*S) @ col(x_n) (C*R*S, P*Q)
+// where col(x_n) holds, for every output position, the C*R*S input values
+// its kernel window covers (zero outside the padded image). Materialising
+// col for a whole image is C*R*S*P*Q floats: 151 MB for one 64-channel
+// 3x3 conv at 256x256, per image. So the columns are built a tile at a time:
+// a range of J consecutive output positions (flattened p*Q + q; whole rows
+// or parts of rows) gives col tile (C*R*S, J) and one GEMM
+//     y_n[:, j0:j0+J] = W @ col_tile        (ldc = P*Q: no copy back)
+// The tile width is chosen so one tile is about CONV_TILE_BYTES: big enough
+// that the GEMM runs near its peak, small enough to stay in the L2 cache of
+// the core that built it (the GEMM reads it right after).
+//
+// Threading: OpenMP threads take (image, tile) work items, and each calls
+// OpenBLAS single-threaded, so im2col, GEMM and bias of one tile run on one
+// core with the tile in its cache, and no OpenBLAS thread pool competes with
+// spinning OpenMP threads. On these shapes that beat one tile at a time with a
+// multi-threaded GEMM; benchmarks/kernels.py has the measurements.
+//
+// backward_input: dcol (C*R*S, J) = W^T @ dy_n[:, j0:j0+J], then col2im adds
+// dcol into dx_n. Tiles of one image overlap in dx (a kernel window spans R
+// input rows), so threads split the input CHANNELS instead (each owns dx rows
+// c0..c1 and the matching rows of W^T): no two threads ever write the same dx
+// element and no locks are needed.
+//
+// backward_weight: dW (K, C*R*S) += dy_n[:, tile] @ col_tile^T, summed over
+// images and tiles. Thread 0 accumulates into dw itself, the others into
+// private (K, C*R*S) buffers that are added in at the end.
+//
+// 1x1 convolutions with stride 1 and no padding are plain GEMMs on x itself:
+// col(x_n) = x_n viewed as (C, H*W), so no im2col or col2im at all.
+#include "common.h"
+#include "cpu/blas.h"
+#include "cpu/conv2d.h"
+
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+
+// Target bytes of one im2col tile (per thread).
+#define CONV_TILE_BYTES (512 * 1024)
+// Narrowest tile worth a GEMM call (the GEMM's N dimension).
+#define CONV_MIN_TILE 32
+
+// How a convolution of given sizes is cut into tiles, and what scratch
+// memory each kernel needs: the same numbers drive the allocations and
+// conv2d_workspace_bytes, so the reported figure is the real one.
+typedef struct {
+    int P, Q, PQ, CRS, RS;
+    int pointwise;    // 1x1, stride 1, no padding: GEMM on x directly
+    int threads;
+    int tile;         // output positions per tile (J)
+    int ntiles;       // tiles per image
+    int groups;       // channel groups of backward_input
+    int group_c;      // channels per group (the last may have fewer)
+} conv_plan;
+
+// GEMMs inside our parallel regions must run single-threaded: a threaded
+// pthreads-OpenBLAS GEMM called from an OpenMP region oversubscribes the cores
+// (and OpenBLAS warns "Detect OpenMP Loop and this application may hang").
+// The wheel's OpenBLAS declares openblas_set_num_threads_local but does not
+// export it, so the process-wide count is set to 1 while any conv kernel runs
+// (a counter, so concurrent calls from several Python threads nest) and put
+// back after. Setting it costs well under a microsecond.
+static int blas_serial_users, blas_saved_threads;
+
+static void blas_serial_begin(void) {
+    #pragma omp critical(tn_conv_blas_threads)
+    {
+        if (blas_serial_users++ == 0) {
+            blas_saved_threads = scipy_openblas_get_num_threads();
+            if (blas_saved_threads != 1) scipy_openblas_set_num_threads(1);
+        }
+    }
+}
+
+static void blas_serial_end(void) {
+    #pragma omp critical(tn_conv_blas_threads)
+    {
+        if (--blas_serial_users == 0 && blas_saved_threads != 1)
+            scipy_openblas_set_num_threads(blas_saved_threads);
+    }
+}
+
+static int ceil_div(int a, int b) { return (a + b - 1) / b; }
+
+static int gcd(int a, int b) {
+    while (b) {
+        int t = a % b;
+        a = b;
+        b = t;
+    }
+    return a;
+}
+
+static conv_plan make_plan(int N, int C, int H, int W, int K, int R, int S, int stride,
+                           int pad) {
+    conv_plan p;
+    p.P = conv2d_out_size(H, R, stride, pad);
+    p.Q = conv2d_out_size(W, S, stride, pad);
+    p.PQ = p.P * p.Q;
+    p.RS = R * S;
+    p.CRS = C * R * S;
+    p.pointwise = R == 1 && S == 1 && stride == 1 && pad == 0;
+    p.threads = omp_get_max_threads();
+    long t = CONV_TILE_BYTES / (4L * p.CRS);
+    if (t < CONV_MIN_TILE) t = CONV_MIN_TILE;
+    // Enough work items to keep every thread busy when the batch is small
+    // (a 16x16 map of one image is a single tile otherwise).
+    long per_thread = ((long)N * p.PQ + p.threads - 1) / p.threads;
+    if (t > per_thread) t = per_thread < CONV_MIN_TILE ? CONV_MIN_TILE : per_thread;
+    if (t >= p.PQ) t = p.PQ;
+    // Equal tiles (no thin last one), rounded up to whole vectors.
+    p.ntiles = ceil_div(p.PQ, (int)t);
+    p.tile = ceil_div(p.PQ, p.ntiles);
+    if (p.tile < p.PQ) p.tile = TN_MIN(p.PQ, ceil_div(p.tile, 16) * 16);
+    p.ntiles = ceil_div(p.PQ, p.tile);
+    // backward_input work items are (image, channel group); N * groups a
+    // multiple of the thread count balances them (N = 7, 2 threads: 14 items).
+    p.groups = TN_MIN(C, p.threads / gcd(N, p.threads));
+    p.group_c = ceil_div(C, p.groups);
+    p.groups = ceil_div(C, p.group_c);
+    return p;
+}
+
+// backward_weight runs on no more threads than it has work items: each extra
+// thread would only add a private (K, C*R*S) sum to reduce.
+static int weight_threads(const conv_plan *p, int N) {
+    return TN_MIN(p->threads, N * p->ntiles);
+}
+
+// Scratch floats per kernel (op 0 forward, 1 backward_input, 2 backward_weight).
+static size_t plan_floats(const conv_plan *p, int op, int N, int K) {
+    size_t th = (size_t)p->threads;
+    switch (op) {
+    case 0: return p->pointwise ? 0 : th * p->CRS * p->tile;
+    case 1: return th * p->group_c * p->RS * p->tile;
+    default:
+        th = (size_t)weight_threads(p, N);
+        return (p->pointwise ? 0 : th * p->CRS * p->tile) + (th - 1) * K * (size_t)p->CRS;
+    }
+}
+
+size_t conv2d_workspace_bytes(int op, int N, int C, int H, int W, int K, int R, int S,
+                              int stride, int pad) {
+    conv_plan p = make_plan(N, C, H, W, K, R, S, stride, pad);
+    return plan_floats(&p, op, N, K) * sizeof(float);
+}
+
+// The valid output columns [lo, hi) of kernel column s: those q whose input
+// column q*stride - pad + s lies inside [0, W).
+static void valid_q(int s, int W, int Q, int stride, int pad, int *lo, int *hi) {
+    int a = pad - s; // q*stride >= a
+    *lo = a > 0 ? (a + stride - 1) / stride : 0;
+    int b = W - 1 + pad - s; // q*stride <= b
+    *hi = b < 0 ? 0 : TN_MIN(Q, b / stride + 1);
+    if (*lo > *hi) *lo = *hi;
+}
+
+// col is (C*R*S, J) for output positions j0 .. j0+J-1 (flattened p*Q + q):
+// col[(c*R + r)*S + s][j - j0] = x[c][p*stride - pad + r][q*stride - pad + s],
+// zero where that falls in the padding. x is (C, H, W) (one image).
+static void im2col_tile(float *col, const float *x, int C, int H, int W, int R, int S,
+                        int stride, int pad, int Q, int j0, int J) {
+    for (int c = 0; c < C; c++)
+        for (int r = 0; r < R; r++)
+            for (int s = 0; s < S; s++) {
+                float *row = col + ((size_t)(c * R + r) * S + s) * J;
+                const float *xc = x + (size_t)c * H * W;
+                int lo, hi;
+                valid_q(s, W, Q, stride, pad, &lo, &hi);
+                // Walk the tile one output-row segment [q, qe) of row p at a time.
+                for (int j = j0; j < j0 + J;) {
+                    int p = j / Q, q = j % Q;
+                    int qe = TN_MIN(Q, q + (j0 + J - j));
+                    float *dst = row + (j - j0); // dst[k - q] is position (p, k)
+                    int ih = p * stride - pad + r;
+                    if (ih < 0 || ih >= H) {
+                        memset(dst, 0, sizeof(float) * (qe - q));
+                    } else {
+                        // Input column of output column k: base + k*stride.
+                        const float *xr = xc + (size_t)ih * W;
+                        int base = s - pad;
+                        int a = TN_MAX(q, lo), b = TN_MIN(qe, hi);
+                        if (a > b) a = b = qe;
+                        for (int k = q; k < a; k++) dst[k - q] = 0.0f;
+                        if (stride == 1)
+                            memcpy(dst + (a - q), xr + (a + base), sizeof(float) * (b - a));
+                        else
+                            for (int k = a; k < b; k++) dst[k - q] = xr[k * stride + base];
+                        for (int k = b; k < qe; k++) dst[k - q] = 0.0f;
+                    }
+                    j += qe - q;
+                }
+            }
+}
+
+// The adjoint of im2col_tile: dx[c][ih][iw] += dcol[...] for the channels
+// c0 .. c0+nc-1 that dcol (nc*R*S, J) holds. dx is (C, H, W) (one image).
+static void col2im_tile(float *dx, const float *dcol, int c0, int nc, int H, int W, int R,
+                        int S, int stride, int pad, int Q, int j0, int J) {
+    for (int c = 0; c < nc; c++)
+        for (int r = 0; r < R; r++)
+            for (int s = 0; s < S; s++) {
+                const float *row = dcol + ((size_t)(c * R + r) * S + s) * J;
+                float *dxc = dx + (size_t)(c0 + c) * H * W;
+                int lo, hi;
+                valid_q(s, W, Q, stride, pad, &lo, &hi);
+                for (int j = j0; j < j0 + J;) {
+                    int p = j / Q, q = j % Q;
+                    int qe = TN_MIN(Q, q + (j0 + J - j));
+                    const float *src = row + (j - j0); // src[k - q] is position (p, k)
+                    int ih = p * stride - pad + r;
+                    if (ih >= 0 && ih < H) {
+                        float *xr = dxc + (size_t)ih * W;
+                        int base = s - pad;
+                        int a = TN_MAX(q, lo), b = TN_MIN(qe, hi);
+                        for (int k = a; k < b; k++) xr[k * stride + base] += src[k - q];
+                    }
+                    j += qe - q;
+                }
+            }
+}
+
+int conv2d_forward(float *y, const float *x, const float *w, const float *b,
+                   int N, int C, int H, int W, int K, int R, int S, int stride, int pad) {
+    // y is (N, K, P, Q); x is (N, C, H, W); w is (K, C, R, S); b is (K,) or NULL
+    conv_plan pl = make_plan(N, C, H, W, K, R, S, stride, pad);
+    float *ws = NULL;
+    size_t per_thread = pl.pointwise ? 0 : (size_t)pl.CRS * pl.tile;
+    if (per_thread && !(ws = malloc(sizeof(float) * per_thread * pl.threads))) return TN_ENOMEM;
+    int items = N * pl.ntiles;
+    blas_serial_begin();
+    #pragma omp parallel num_threads(pl.threads)
+    {
+        float *col = ws ? ws + per_thread * omp_get_thread_num() : NULL;
+        #pragma omp for schedule(dynamic, 1)
+        for (int it = 0; it < items; it++) {
+            int n = it / pl.ntiles, j0 = (it % pl.ntiles) * pl.tile;
+            int J = TN_MIN(pl.tile, pl.PQ - j0);
+            const float *xn = x + (size_t)n * C * H * W;
+            float *yn = y + (size_t)n * K * pl.PQ + j0;
+            if (pl.pointwise) {
+                sgemm_rm(0, 0, K, J, C, 1.0f, w, C, xn + j0, H * W, 0.0f, yn, pl.PQ);
+            } else {
+                im2col_tile(col, xn, C, H, W, R, S, stride, pad, pl.Q, j0, J);
+                sgemm_rm(0, 0, K, J, pl.CRS, 1.0f, w, pl.CRS, col, J, 0.0f, yn, pl.PQ);
+            }
+            if (b)
+                for (int k = 0; k < K; k++) {
+                    float bk = b[k], *yk = yn + (size_t)k * pl.PQ;
+                    for (int j = 0; j < J; j++) yk[j] += bk;
+                }
+        }
+    }
+    blas_serial_end();
+    free(ws);
+    return TN_OK;
+}
+
+int conv2d_backward_input(float *dx, const float *dy, const float *w,
+                          int N, int C, int H, int W, int K, int R, int S, int stride, int pad) {
+    // dx is (N, C, H, W), accumulated; dy is (N, K, P, Q); w is (K, C, R, S)
+    conv_plan pl = make_plan(N, C, H, W, K, R, S, stride, pad);
+    size_t per_thread = (size_t)pl.group_c * pl.RS * pl.tile;
+    float *ws = malloc(sizeof(float) * per_thread * pl.threads);
+    if (!ws) return TN_ENOMEM;
+    int items = N * pl.groups;
+    blas_serial_begin();
+    #pragma omp parallel num_threads(pl.threads)
+    {
+        float *dcol = ws + per_thread * omp_get_thread_num();
+        #pragma omp for schedule(dynamic, 1)
+        for (int it = 0; it < items; it++) {
+            int n = it / pl.groups, c0 = (it % pl.groups) * pl.group_c;
+            int nc = TN_MIN(pl.group_c, C - c0);
+            const float *dyn = dy + (size_t)n * K * pl.PQ;
+            float *dxn = dx + (size_t)n * C * H * W;
+            // Rows c0*R*S .. of W^T: columns of w (K, C*R*S) from c0*R*S on.
+            const float *wt = w + (size_t)c0 * pl.RS;
+            for (int j0 = 0; j0 < pl.PQ; j0 += pl.tile) {
+                int J = TN_MIN(pl.tile, pl.PQ - j0);
+                if (pl.pointwise) {
+                    // dx_n[c0:c0+nc, j0:j0+J] += W^T @ dy tile, straight into dx.
+                    sgemm_rm(1, 0, nc, J, K, 1.0f, wt, pl.CRS, dyn + j0, pl.PQ, 1.0f,
+                             dxn + (size_t)c0 * H * W + j0, H * W);
+                } else {
+                    sgemm_rm(1, 0, nc * pl.RS, J, K, 1.0f, wt, pl.CRS, dyn + j0, pl.PQ, 0.0f,
+                             dcol, J);
+                    col2im_tile(dxn, dcol, c0, nc, H, W, R, S, stride, pad, pl.Q, j0, J);
+                }
+            }
+        }
+    }
+    blas_serial_end();
+    free(ws);
+    return TN_OK;
+}
+
+int conv2d_backward_weight(float *dw, float *db, const float *dy, const float *x,
+                           int N, int C, int H, int W, int K, int R, int S, int stride, int pad) {
+    // dw is (K, C, R, S), accumulated; db is (K,) or NULL, accumulated;
+    // dy is (N, K, P, Q); x is (N, C, H, W)
+    conv_plan pl = make_plan(N, C, H, W, K, R, S, stride, pad);
+    size_t col_floats = pl.pointwise ? 0 : (size_t)pl.CRS * pl.tile;
+    size_t acc_floats = (size_t)K * pl.CRS;
+    int threads = weight_threads(&pl, N);
+    size_t total = plan_floats(&pl, 2, N, K);
+    float *ws = NULL;
+    if (total && !(ws = malloc(sizeof(float) * total))) return TN_ENOMEM;
+    int items = N * pl.ntiles;
+    blas_serial_begin();
+    #pragma omp parallel num_threads(threads)
+    {
+        int tid = omp_get_thread_num();
+        float *col = col_floats ? ws + col_floats * tid : NULL;
+        float *acc = tid == 0 ? dw : ws + col_floats * threads + acc_floats * (tid - 1);
+        if (tid) memset(acc, 0, sizeof(float) * acc_floats);
+        #pragma omp for schedule(dynamic, 1)
+        for (int it = 0; it < items; it++) {
+            int n = it / pl.ntiles, j0 = (it % pl.ntiles) * pl.tile;
+            int J = TN_MIN(pl.tile, pl.PQ - j0);
+            const float *xn = x + (size_t)n * C * H * W;
+            const float *dyn = dy + (size_t)n * K * pl.PQ + j0;
+            if (pl.pointwise) {
+                sgemm_rm(0, 1, K, C, J, 1.0f, dyn, pl.PQ, xn + j0, H * W, 1.0f, acc, C);
+            } else {
+                im2col_tile(col, xn, C, H, W, R, S, stride, pad, pl.Q, j0, J);
+                sgemm_rm(0, 1, K, pl.CRS, J, 1.0f, dyn, pl.PQ, col, J, 1.0f, acc, pl.CRS);
+            }
+        }
+        // (implicit barrier: every private sum is complete)
+        if (threads > 1) {
+            const float *priv = ws + col_floats * threads;
+            #pragma omp for schedule(static)
+            for (size_t i = 0; i < acc_floats; i++) {
+                float s = 0.0f;
+                for (int t = 0; t < threads - 1; t++) s += priv[acc_floats * t + i];
+                dw[i] += s;
+            }
+        }
+        // db[k] += sum of dy over images and positions, in float64: a 256x256
+        // map adds 65536 terms per image.
+        if (db) {
+            #pragma omp for schedule(static)
+            for (int k = 0; k < K; k++) {
+                double s = 0.0;
+                for (int n = 0; n < N; n++) {
+                    const float *d = dy + ((size_t)n * K + k) * pl.PQ;
+                    for (int j = 0; j < pl.PQ; j++) s += d[j];
+                }
+                db[k] += (float)s;
+            }
+        }
+    }
+    blas_serial_end();
+    free(ws);
+    return TN_OK;
+}
