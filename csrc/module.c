@@ -34,6 +34,7 @@ static PyMethodDef core_methods[] = {
 static PyMethodDef *const families[] = {
     core_methods,
     tn_conv_methods,
+    tn_attn_methods,
 };
 
 static int core_exec(PyObject *m) {

@@ -1,0 +1,338 @@
+// Glue for the attention / optim family (csrc/cpu/attention.c, optim.c):
+// argument conversion, every shape and range check, GIL release around the
+// kernels. See docs/engine-api.md.
+#include "glue.h"
+
+#include <limits.h>
+#include <math.h>
+#include <stdio.h>
+
+#include "cpu/attn.h"
+
+// "(2, 4, 8)" into buf.
+static const char *dims_str(char *buf, size_t n, int nd, const npy_intp *dims) {
+    size_t k = snprintf(buf, n, "(");
+    for (int i = 0; i < nd && k < n; i++)
+        k += snprintf(buf + k, n - k, i ? ", %ld" : "%ld", (long)dims[i]);
+    if (nd == 1 && k < n) k += snprintf(buf + k, n - k, ",");
+    if (k < n) snprintf(buf + k, n - k, ")");
+    return buf;
+}
+
+// tn_f32, then the exact dims `want`, named in messages as "<sym> = (2, 4, 8)",
+// e.g. "k must be (N, L, C) = q.shape = (2, 4, 8) float32, got ...".
+// Returns a new reference or NULL with an exception set.
+static PyArrayObject *f32_like(PyObject *obj, const char *op, const char *name, int nd,
+                               const npy_intp *want, const char *sym) {
+    char shape[96], expect[160];
+    snprintf(expect, sizeof expect, "%s = %s", sym, dims_str(shape, sizeof shape, nd, want));
+    PyArrayObject *a = tn_f32(obj, op, name, nd, expect);
+    if (a && tn_check_dims(a, op, name, nd, want, expect) < 0) Py_CLEAR(a);
+    return a;
+}
+
+static int check_writeable(PyArrayObject *a, const char *op, const char *name) {
+    if (PyArray_ISWRITEABLE(a)) return 0;
+    PyErr_Format(PyExc_ValueError, "%s: %s is updated in place and must be writeable, got a "
+                 "read-only array", op, name);
+    return -1;
+}
+
+// Byte ranges of two contiguous arrays intersect.
+static int overlaps(PyArrayObject *a, PyArrayObject *b) {
+    const char *a0 = PyArray_BYTES(a), *b0 = PyArray_BYTES(b);
+    return a0 < b0 + PyArray_NBYTES(b) && b0 < a0 + PyArray_NBYTES(a);
+}
+
+// q's (N, L, C) and num_heads: the checks both attention ops share.
+static int check_heads(const char *op, PyArrayObject *q, int num_heads) {
+    if (num_heads < 1) {
+        PyErr_Format(PyExc_ValueError, "%s: num_heads must be >= 1, got %d", op, num_heads);
+        return -1;
+    }
+    npy_intp N = PyArray_DIM(q, 0), L = PyArray_DIM(q, 1), C = PyArray_DIM(q, 2);
+    if (C % num_heads != 0) {
+        PyErr_Format(PyExc_ValueError,
+                     "%s: C = %ld (q's last dim) must be divisible by num_heads = %d", op,
+                     (long)C, num_heads);
+        return -1;
+    }
+    // BLAS takes int sizes; probs holds N * heads * L * L floats.
+    double probs_bytes = (double)N * num_heads * (double)L * (double)L * sizeof(float);
+    if (N > INT_MAX || L > INT_MAX || C > INT_MAX || probs_bytes > (double)NPY_MAX_INTP) {
+        PyErr_Format(PyExc_ValueError,
+                     "%s: q of shape (%ld, %ld, %ld) with %d heads is too large (probs would "
+                     "be (N, heads, L, L))", op, (long)N, (long)L, (long)C, num_heads);
+        return -1;
+    }
+    return 0;
+}
+
+PyDoc_STRVAR(attention_forward_doc,
+"attention_forward(q, k, v, num_heads)\n--\n\n"
+"Multi-head scaled dot-product attention.\n\n"
+"q, k, v: (N, L, C) float32, C = num_heads * d; head h uses channels\n"
+"[h*d, (h+1)*d). Returns (out, probs): out (N, L, C) with\n"
+"out_h = softmax(q_h k_h^T / sqrt(d)) v_h, and probs (N, num_heads, L, L),\n"
+"the softmax along the key axis, which attention_backward needs.");
+
+static PyObject *py_attention_forward(PyObject *self, PyObject *args, PyObject *kw) {
+    static char *kwlist[] = {"q", "k", "v", "num_heads", NULL};
+    const char *op = "attention_forward";
+    PyObject *q_obj, *k_obj, *v_obj, *ret = NULL;
+    int num_heads;
+    PyArrayObject *q = NULL, *k = NULL, *v = NULL, *out = NULL, *probs = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOOi:attention_forward", kwlist, &q_obj,
+                                     &k_obj, &v_obj, &num_heads))
+        return NULL;
+    if (!(q = tn_f32(q_obj, op, "q", 3, "(N, L, C)"))) goto exit;
+    const npy_intp *qd = PyArray_DIMS(q);
+    if (!(k = f32_like(k_obj, op, "k", 3, qd, "(N, L, C) = q.shape"))) goto exit;
+    if (!(v = f32_like(v_obj, op, "v", 3, qd, "(N, L, C) = q.shape"))) goto exit;
+    if (check_heads(op, q, num_heads) < 0) goto exit;
+    int N = (int)qd[0], L = (int)qd[1], C = (int)qd[2];
+    npy_intp pd[4] = {N, num_heads, L, L};
+    if (!(out = tn_empty(3, qd, NPY_FLOAT32))) goto exit;
+    if (!(probs = tn_empty(4, pd, NPY_FLOAT32))) goto exit;
+    int status;
+    Py_BEGIN_ALLOW_THREADS
+    status = attention_forward(TN_F32(out), TN_F32(probs), TN_F32(q), TN_F32(k), TN_F32(v), N,
+                               L, C, num_heads);
+    Py_END_ALLOW_THREADS
+    if (status != TN_OK) {
+        tn_error(status, op);
+        goto exit;
+    }
+    ret = Py_BuildValue("(OO)", out, probs);
+exit:
+    Py_XDECREF(q); Py_XDECREF(k); Py_XDECREF(v);
+    Py_XDECREF(out); Py_XDECREF(probs);
+    return ret;
+}
+
+PyDoc_STRVAR(attention_backward_doc,
+"attention_backward(dout, q, k, v, probs, num_heads)\n--\n\n"
+"Gradients of attention_forward. dout, q, k, v: (N, L, C) float32;\n"
+"probs: (N, num_heads, L, L) as attention_forward returned it.\n"
+"Returns (dq, dk, dv), each (N, L, C).");
+
+static PyObject *py_attention_backward(PyObject *self, PyObject *args, PyObject *kw) {
+    static char *kwlist[] = {"dout", "q", "k", "v", "probs", "num_heads", NULL};
+    const char *op = "attention_backward";
+    PyObject *dout_obj, *q_obj, *k_obj, *v_obj, *p_obj, *ret = NULL;
+    int num_heads;
+    PyArrayObject *dout = NULL, *q = NULL, *k = NULL, *v = NULL, *probs = NULL;
+    PyArrayObject *dq = NULL, *dk = NULL, *dv = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOOOOi:attention_backward", kwlist, &dout_obj,
+                                     &q_obj, &k_obj, &v_obj, &p_obj, &num_heads))
+        return NULL;
+    if (!(q = tn_f32(q_obj, op, "q", 3, "(N, L, C)"))) goto exit;
+    const npy_intp *qd = PyArray_DIMS(q);
+    if (!(k = f32_like(k_obj, op, "k", 3, qd, "(N, L, C) = q.shape"))) goto exit;
+    if (!(v = f32_like(v_obj, op, "v", 3, qd, "(N, L, C) = q.shape"))) goto exit;
+    if (!(dout = f32_like(dout_obj, op, "dout", 3, qd, "(N, L, C) = q.shape"))) goto exit;
+    if (check_heads(op, q, num_heads) < 0) goto exit;
+    int N = (int)qd[0], L = (int)qd[1], C = (int)qd[2];
+    npy_intp pd[4] = {N, num_heads, L, L};
+    if (!(probs = f32_like(p_obj, op, "probs", 4, pd, "(N, num_heads, L, L)"))) goto exit;
+    if (!(dq = tn_zeros_f32(3, qd)) || !(dk = tn_zeros_f32(3, qd)) || !(dv = tn_zeros_f32(3, qd)))
+        goto exit;
+    int status;
+    Py_BEGIN_ALLOW_THREADS
+    status = attention_backward(TN_F32(dq), TN_F32(dk), TN_F32(dv), TN_F32(dout), TN_F32(q),
+                                TN_F32(k), TN_F32(v), TN_F32(probs), N, L, C, num_heads);
+    Py_END_ALLOW_THREADS
+    if (status != TN_OK) {
+        tn_error(status, op);
+        goto exit;
+    }
+    ret = Py_BuildValue("(OOO)", dq, dk, dv);
+exit:
+    Py_XDECREF(dout); Py_XDECREF(q); Py_XDECREF(k); Py_XDECREF(v); Py_XDECREF(probs);
+    Py_XDECREF(dq); Py_XDECREF(dk); Py_XDECREF(dv);
+    return ret;
+}
+
+PyDoc_STRVAR(adamw_step_doc,
+"adamw_step(p, g, m, v, lr, beta1, beta2, eps, weight_decay, step)\n--\n\n"
+"One torch.optim.AdamW step, in place on p, m and v (float32, C-contiguous,\n"
+"writeable, all of g's shape): p *= 1 - lr*weight_decay; m = beta1*m +\n"
+"(1-beta1)*g; v = beta2*v + (1-beta2)*g^2; p -= lr * m/(1-beta1^step) /\n"
+"(sqrt(v/(1-beta2^step)) + eps). step counts from 1. Returns None.");
+
+static PyObject *py_adamw_step(PyObject *self, PyObject *args, PyObject *kw) {
+    static char *kwlist[] = {"p", "g", "m", "v", "lr", "beta1", "beta2", "eps",
+                             "weight_decay", "step", NULL};
+    const char *op = "adamw_step";
+    PyObject *p_obj, *g_obj, *m_obj, *v_obj, *ret = NULL;
+    double lr, beta1, beta2, eps, wd;
+    long long step;
+    PyArrayObject *p = NULL, *g = NULL, *m = NULL, *v = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOOOdddddL:adamw_step", kwlist, &p_obj, &g_obj,
+                                     &m_obj, &v_obj, &lr, &beta1, &beta2, &eps, &wd, &step))
+        return NULL;
+    if (!(p = tn_f32(p_obj, op, "p", -1, "(any shape)"))) goto exit;
+    const int nd = PyArray_NDIM(p);
+    const npy_intp *pd = PyArray_DIMS(p);
+    if (!(g = f32_like(g_obj, op, "g", nd, pd, "p.shape"))) goto exit;
+    if (!(m = f32_like(m_obj, op, "m", nd, pd, "p.shape"))) goto exit;
+    if (!(v = f32_like(v_obj, op, "v", nd, pd, "p.shape"))) goto exit;
+    if (check_writeable(p, op, "p") < 0 || check_writeable(m, op, "m") < 0 ||
+        check_writeable(v, op, "v") < 0)
+        goto exit;
+    PyArrayObject *arr[4] = {p, g, m, v};
+    const char *names[4] = {"p", "g", "m", "v"};
+    for (int i = 0; i < 4; i++)
+        for (int j = i + 1; j < 4; j++)
+            if (overlaps(arr[i], arr[j])) {
+                PyErr_Format(PyExc_ValueError, "%s: %s and %s must not share memory", op,
+                             names[i], names[j]);
+                goto exit;
+            }
+    if (!(lr >= 0.0) || !isfinite(lr)) {
+        PyErr_Format(PyExc_ValueError, "%s: lr must be finite and >= 0, got %g", op, lr);
+        goto exit;
+    }
+    if (!(beta1 >= 0.0 && beta1 < 1.0) || !(beta2 >= 0.0 && beta2 < 1.0)) {
+        PyErr_Format(PyExc_ValueError, "%s: betas must be in [0, 1), got (%g, %g)", op, beta1,
+                     beta2);
+        goto exit;
+    }
+    if (!(eps >= 0.0) || !isfinite(eps)) {
+        PyErr_Format(PyExc_ValueError, "%s: eps must be finite and >= 0, got %g", op, eps);
+        goto exit;
+    }
+    if (!(wd >= 0.0) || !isfinite(wd)) {
+        PyErr_Format(PyExc_ValueError, "%s: weight_decay must be finite and >= 0, got %g", op,
+                     wd);
+        goto exit;
+    }
+    if (step < 1) {
+        PyErr_Format(PyExc_ValueError, "%s: step must be >= 1 (it counts from 1), got %lld", op,
+                     step);
+        goto exit;
+    }
+    size_t n = (size_t)PyArray_SIZE(p);
+    Py_BEGIN_ALLOW_THREADS
+    adamw_step(TN_F32(p), TN_F32(m), TN_F32(v), TN_F32(g), n, lr, beta1, beta2, eps, wd, step);
+    Py_END_ALLOW_THREADS
+    Py_INCREF(Py_None);
+    ret = Py_None;
+exit:
+    Py_XDECREF(p); Py_XDECREF(g); Py_XDECREF(m); Py_XDECREF(v);
+    return ret;
+}
+
+// A list/tuple of float32 arrays -> new references in *out (count in *count),
+// pointers and sizes in *ptrs / *ns; writeable checked when `inplace`.
+// Returns 0, or -1 with an exception set (nothing left to free).
+static int collect_arrays(PyObject *seq_obj, const char *op, const char *what, int inplace,
+                          PyArrayObject ***out, float ***ptrs, size_t **ns, int *count) {
+    *out = NULL; *ptrs = NULL; *ns = NULL; *count = 0;
+    if (!PyList_Check(seq_obj) && !PyTuple_Check(seq_obj)) {
+        PyErr_Format(PyExc_TypeError, "%s: %s must be a list or tuple of float32 arrays, got %s",
+                     op, what, Py_TYPE(seq_obj)->tp_name);
+        return -1;
+    }
+    PyObject *seq = PySequence_Fast(seq_obj, what);
+    if (!seq) return -1;
+    int rc = -1;
+    Py_ssize_t len = PySequence_Fast_GET_SIZE(seq), done = 0;
+    PyArrayObject **arrs = NULL;
+    float **ps = NULL;
+    size_t *sz = NULL;
+    if (len > INT_MAX) {
+        PyErr_Format(PyExc_ValueError, "%s: too many arrays (%zd)", op, len);
+        goto exit;
+    }
+    arrs = PyMem_Calloc(len ? len : 1, sizeof *arrs);
+    ps = PyMem_Calloc(len ? len : 1, sizeof *ps);
+    sz = PyMem_Calloc(len ? len : 1, sizeof *sz);
+    if (!arrs || !ps || !sz) {
+        PyErr_NoMemory();
+        goto exit;
+    }
+    for (; done < len; done++) {
+        char name[64];
+        snprintf(name, sizeof name, "%s[%zd]", what, done);
+        arrs[done] = tn_f32(PySequence_Fast_GET_ITEM(seq, done), op, name, -1, "(any shape)");
+        if (!arrs[done]) goto exit;
+        if (inplace && check_writeable(arrs[done], op, name) < 0) {
+            done++;  // arrs[done] holds a reference to drop
+            goto exit;
+        }
+        ps[done] = TN_F32(arrs[done]);
+        sz[done] = (size_t)PyArray_SIZE(arrs[done]);
+    }
+    *out = arrs; *ptrs = ps; *ns = sz; *count = (int)len;
+    rc = 0;
+exit:
+    if (rc < 0) {
+        for (Py_ssize_t i = 0; i < done; i++) Py_DECREF(arrs[i]);
+        PyMem_Free(arrs); PyMem_Free(ps); PyMem_Free(sz);
+    }
+    Py_DECREF(seq);
+    return rc;
+}
+
+static void release_arrays(PyArrayObject **arrs, float **ptrs, size_t *ns, int count) {
+    for (int i = 0; arrs && i < count; i++) Py_XDECREF(arrs[i]);
+    PyMem_Free(arrs); PyMem_Free(ptrs); PyMem_Free(ns);
+}
+
+PyDoc_STRVAR(grad_norm_doc,
+"grad_norm(grads)\n--\n\n"
+"Global L2 norm sqrt(sum of g^2 over every array) of a list of float32\n"
+"arrays, accumulated in float64. An empty list gives 0.0.");
+
+static PyObject *py_grad_norm(PyObject *self, PyObject *arg) {
+    const char *op = "grad_norm";
+    PyArrayObject **arrs;
+    float **ptrs;
+    size_t *ns;
+    int count;
+    PyObject *ret = NULL;
+    if (collect_arrays(arg, op, "grads", 0, &arrs, &ptrs, &ns, &count) < 0) return NULL;
+    double norm;
+    Py_BEGIN_ALLOW_THREADS
+    norm = grad_norm((const float *const *)ptrs, ns, count);
+    Py_END_ALLOW_THREADS
+    ret = PyFloat_FromDouble(norm);
+    release_arrays(arrs, ptrs, ns, count);
+    return ret;
+}
+
+PyDoc_STRVAR(scale_doc,
+"scale_(arrays, factor)\n--\n\n"
+"Multiply every float32 array in the list by factor, in place (the arrays\n"
+"must be writeable). Returns None. With grad_norm this is clip_grad_norm.");
+
+static PyObject *py_scale_(PyObject *self, PyObject *args, PyObject *kw) {
+    static char *kwlist[] = {"arrays", "factor", NULL};
+    const char *op = "scale_";
+    PyObject *seq;
+    double factor;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "Od:scale_", kwlist, &seq, &factor)) return NULL;
+    PyArrayObject **arrs;
+    float **ptrs;
+    size_t *ns;
+    int count;
+    if (collect_arrays(seq, op, "arrays", 1, &arrs, &ptrs, &ns, &count) < 0) return NULL;
+    Py_BEGIN_ALLOW_THREADS
+    scale_inplace(ptrs, ns, count, (float)factor);
+    Py_END_ALLOW_THREADS
+    release_arrays(arrs, ptrs, ns, count);
+    Py_RETURN_NONE;
+}
+
+PyMethodDef tn_attn_methods[] = {
+    {"attention_forward", (PyCFunction)(void (*)(void))py_attention_forward,
+     METH_VARARGS | METH_KEYWORDS, attention_forward_doc},
+    {"attention_backward", (PyCFunction)(void (*)(void))py_attention_backward,
+     METH_VARARGS | METH_KEYWORDS, attention_backward_doc},
+    {"adamw_step", (PyCFunction)(void (*)(void))py_adamw_step, METH_VARARGS | METH_KEYWORDS,
+     adamw_step_doc},
+    {"grad_norm", py_grad_norm, METH_O, grad_norm_doc},
+    {"scale_", (PyCFunction)(void (*)(void))py_scale_, METH_VARARGS | METH_KEYWORDS, scale_doc},
+    {NULL, NULL, 0, NULL},
+};
