@@ -17,6 +17,7 @@
 
 // Method tables, one per op family (py_<family>.c); module.c adds them all.
 // (add `extern PyMethodDef tn_<family>_methods[];` here and the table to module.c)
+extern PyMethodDef tn_ode_methods[];
 extern PyMethodDef tn_ops_methods[];
 extern PyMethodDef tn_conv_methods[];
 extern PyMethodDef tn_attn_methods[];

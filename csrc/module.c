@@ -33,6 +33,7 @@ static PyMethodDef core_methods[] = {
 
 static PyMethodDef *const families[] = {
     core_methods,
+    tn_ode_methods,
     tn_ops_methods,
     tn_conv_methods,
     tn_attn_methods,
