@@ -65,10 +65,6 @@ def directional_fd(fwd, x, gy, name, u, eps):
     return (loss(eps) - loss(-eps)) / (2 * eps)
 
 
-def rng_for(case):
-    return np.random.default_rng(abs(hash(case.name)) % (2**32))
-
-
 # Shared random inputs, so rows stay short.
 def randn(rng, *shape, scale=1.0):
     return rng.standard_normal(shape) * scale

@@ -41,13 +41,18 @@ def enable_grad():
         _state.grad = prev
 
 
+def _contig(a, dtype=None):
+    """C-contiguous, keeping 0-d arrays 0-d (np.ascontiguousarray makes them 1-d)."""
+    return np.asarray(a, dtype=dtype, order="C")
+
+
 def _as_array(data):
     if isinstance(data, Tensor):
         return data.data
     a = np.asarray(data)
     if a.dtype.kind in "fc" or a.dtype == bool:
         a = a.astype(np.float32, copy=False)
-    return np.ascontiguousarray(a)
+    return _contig(a)
 
 
 class _Node:
@@ -142,7 +147,7 @@ class Tensor:
                 continue
             node = t._node
             if node is None:  # a leaf
-                g = np.ascontiguousarray(g, dtype=np.float32)
+                g = _contig(g, np.float32)
                 if t.grad is None:
                     t.grad = Tensor(g.copy() if g is grad else g)
                 else:
@@ -151,7 +156,7 @@ class Tensor:
             if node.backward is None:
                 raise RuntimeError("backward through a graph a second time: its saved "
                                    "tensors were freed after the first backward")
-            in_grads = node.backward(np.ascontiguousarray(g, dtype=np.float32))
+            in_grads = node.backward(_contig(g, np.float32))
             for p, pg in zip(node.inputs, in_grads):
                 if p is None or pg is None or not p.requires_grad:
                     continue
@@ -275,8 +280,8 @@ def reshape(a, shape):
 
 def permute(a, axes):
     inv = tuple(np.argsort(axes))
-    return record(np.ascontiguousarray(a.data.transpose(axes)), (a,),
-                  lambda g: (np.ascontiguousarray(g.transpose(inv)),))
+    return record(_contig(a.data.transpose(axes)), (a,),
+                  lambda g: (_contig(g.transpose(inv)),))
 
 
 def _is_basic(index):
@@ -295,7 +300,7 @@ def getitem(a, index):
         else:
             np.add.at(dx, index, g)
         return (dx,)
-    return record(np.ascontiguousarray(a.data[index]), (a,), backward)
+    return record(_contig(a.data[index]), (a,), backward)
 
 
 def reduce_sum(a, axis=None, keepdims=False):
