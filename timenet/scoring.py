@@ -208,7 +208,8 @@ def _check_ratios(ratios, layers, pixel_only):
 
 
 def anomaly_map(x1, x1_hat, extractor, layers=DEFAULT_LAYERS, weights=7, lam=7, sigma=4,
-                ratios=None, batch_size=8, align_corners=False, return_parts=False):
+                ratios=None, batch_size=8, align_corners=False, border="reflect",
+                return_parts=False):
     """Anomaly maps (N, H, W) float32 of images x1 and their reconstructions
     x1_hat, both (N, C, H, W) in [-1, 1] (see the module docs).
 
@@ -218,6 +219,9 @@ def anomaly_map(x1, x1_hat, extractor, layers=DEFAULT_LAYERS, weights=7, lam=7, 
     ratios: a `Ratios` from `estimate_ratios` (stored-ratio mode), or None:
     each max(d2)/max(d1) over this batch (DDAD's per-batch mode).
     batch_size: images per backbone call (x1 and x1_hat go together).
+    align_corners: of the bilinear upsampling (False: PyTorch's default
+    half-pixel rule). border: the Gaussian's, scipy's names ("reflect":
+    scipy's default; "mirror" is torch/kornia's "reflect").
     return_parts: also return {"S_p", "S_f", "ratios"} (before the filter).
     """
     x1, x1_hat = _images(x1, "x1"), _images(x1_hat, "x1_hat")
@@ -239,7 +243,7 @@ def anomaly_map(x1, x1_hat, extractor, layers=DEFAULT_LAYERS, weights=7, lam=7, 
         s, r_pix = _core.combine_maps(s_p, s_f, float(lam),
                                       None if ratios is None else ratios.pixel)
         used = Ratios(used_layers, r_pix)
-    out = _core.gaussian_filter(s, float(sigma)) if sigma else s
+    out = _core.gaussian_filter(s, float(sigma), 4.0, border) if sigma else s
     if return_parts:
         return out, {"S_p": s_p, "S_f": s_f, "ratios": used}
     return out
