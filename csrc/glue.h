@@ -19,6 +19,7 @@
 // (add `extern PyMethodDef tn_<family>_methods[];` here and the table to module.c)
 extern PyMethodDef tn_ode_methods[];
 extern PyMethodDef tn_ops_methods[];
+extern PyMethodDef tn_metrics_methods[];
 extern PyMethodDef tn_conv_methods[];
 extern PyMethodDef tn_attn_methods[];
 extern PyMethodDef tn_score_methods[];

@@ -35,6 +35,7 @@ static PyMethodDef *const families[] = {
     core_methods,
     tn_ode_methods,
     tn_ops_methods,
+    tn_metrics_methods,
     tn_conv_methods,
     tn_attn_methods,
     tn_score_methods,

@@ -1,0 +1,315 @@
+// Glue for the evaluation metrics (csrc/metrics/): lenient argument
+// conversion (any array-like; copies only where needed), shape checks with
+// precise messages, the GIL released around the kernels.
+//
+// Every function sorts its input once into a roc_sorted / pro_sorted that
+// owns copies of the keys, so the converted inputs are dropped right after
+// the sort, and the caller's arrays are only ever read.
+#include "glue.h"
+
+#include <math.h>
+#include <stdio.h>
+
+#include "metrics/metrics.h"
+
+// Scores and maps: float32 arrays keep their own (faster, smaller) code
+// path; everything else numeric becomes float64, exact for bool, float16,
+// and integers up to 2^53. Both paths give identical results.
+static PyArrayObject *as_scores(PyObject *obj, const char *op, const char *name, int *f64) {
+    int f32 = PyArray_Check(obj) && PyArray_TYPE((PyArrayObject *)obj) == NPY_FLOAT32;
+    *f64 = !f32;
+    return tn_as(obj, f32 ? NPY_FLOAT32 : NPY_FLOAT64, op, name);
+}
+
+// Labels and masks: bool and uint8 arrays are read as they are, non-zero =
+// positive (so 0/255 masks work). Other integer and float arrays must be
+// >= 0 and not NaN (this catches sklearn's {-1, 1} convention, which would
+// otherwise make every label positive) and become bool, non-zero = True.
+static PyArrayObject *as_labels(PyObject *obj, const char *op, const char *name) {
+    char got[160];
+    PyArrayObject *a =
+        (PyArrayObject *)PyArray_FROM_OF(obj, NPY_ARRAY_IN_ARRAY | NPY_ARRAY_NOTSWAPPED);
+    if (!a) {
+        PyObject *et, *ev, *tb;
+        PyErr_Fetch(&et, &ev, &tb);
+        PyErr_Format(PyExc_TypeError, "%s: %s must be a bool or integer array, got %s", op, name,
+                     tn_describe(obj, got, sizeof got));
+        Py_XDECREF(et); Py_XDECREF(ev); Py_XDECREF(tb);
+        return NULL;
+    }
+    int t = PyArray_TYPE(a);
+    if (t == NPY_BOOL || t == NPY_UINT8) return a;
+    if (!PyTypeNum_ISINTEGER(t) && !PyTypeNum_ISFLOAT(t)) {
+        PyErr_Format(PyExc_TypeError, "%s: %s must be a bool or integer array, got %s", op, name,
+                     tn_describe((PyObject *)a, got, sizeof got));
+        Py_DECREF(a);
+        return NULL;
+    }
+    if ((PyTypeNum_ISSIGNED(t) || PyTypeNum_ISFLOAT(t)) && PyArray_SIZE(a) > 0) {
+        PyObject *lo = PyObject_CallMethod((PyObject *)a, "min", NULL);
+        double v = lo ? PyFloat_AsDouble(lo) : NAN;
+        Py_XDECREF(lo);
+        if (PyErr_Occurred()) {
+            Py_DECREF(a);
+            return NULL;
+        }
+        if (!(v >= 0)) {
+            PyErr_Format(PyExc_ValueError,
+                         "%s: %s must be 0/1 or bool (non-zero counts as positive), got %s "
+                         "values; for {-1, 1} labels pass labels == 1",
+                         op, name, isnan(v) ? "NaN" : "negative");
+            Py_DECREF(a);
+            return NULL;
+        }
+    }
+    PyArrayObject *b = (PyArrayObject *)PyArray_FROM_OTF((PyObject *)a, NPY_BOOL,
+                                                         NPY_ARRAY_IN_ARRAY | NPY_ARRAY_FORCECAST);
+    Py_DECREF(a);
+    return b;
+}
+
+static void raise_status(int status, const char *op, const char *name) {
+    if (status == TN_ENAN) PyErr_Format(PyExc_ValueError, "%s: %s contains NaN or inf", op, name);
+    else if (status == TN_EINVAL) PyErr_Format(PyExc_ValueError, "%s: %s is too large", op, name);
+    else tn_error(status, op);
+}
+
+// (scores, labels) -> *s, sorted with the GIL released. need_neg: both
+// classes must be present (ROC, AUROC), else positives only (F1).
+static int sort_scores(roc_sorted *s, PyObject *scores_obj, PyObject *labels_obj, const char *op,
+                       int need_neg) {
+    int ret = -1, f64 = 0, status;
+    char got[160];
+    PyArrayObject *scores = NULL, *labels = NULL;
+    *s = (roc_sorted){0};
+    if (!(scores = as_scores(scores_obj, op, "scores", &f64))) goto exit;
+    if (tn_check_dims(scores, op, "scores", 1, NULL, "(n,)") < 0) goto exit;
+    npy_intp n = PyArray_DIM(scores, 0);
+    if (n == 0) {
+        PyErr_Format(PyExc_ValueError, "%s: scores is empty", op);
+        goto exit;
+    }
+    if (!(labels = as_labels(labels_obj, op, "labels"))) goto exit;
+    if (PyArray_NDIM(labels) != 1 || PyArray_DIM(labels, 0) != n) {
+        PyErr_Format(PyExc_ValueError, "%s: labels must be (n,) with n = %zd like scores, got %s",
+                     op, (Py_ssize_t)n, tn_describe((PyObject *)labels, got, sizeof got));
+        goto exit;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    status = roc_sort(s, PyArray_DATA(scores), f64, PyArray_DATA(labels), n);
+    Py_END_ALLOW_THREADS
+    if (status != TN_OK) {
+        raise_status(status, op, "scores");
+        goto exit;
+    }
+    if (s->npos == 0 || (need_neg && s->nneg == 0)) {
+        PyErr_Format(PyExc_ValueError,
+                     "%s: labels has no %s entry; the metric is undefined with one class", op,
+                     s->npos == 0 ? "positive (non-zero)" : "negative (zero)");
+        goto exit;
+    }
+    ret = 0;
+exit:
+    if (ret < 0) roc_sorted_free(s);
+    Py_XDECREF(scores);
+    Py_XDECREF(labels);
+    return ret;
+}
+
+// (maps, masks) -> *s, sorted with the GIL released, for the curve up to
+// fpr = max_fpr.
+static int sort_maps(pro_sorted *s, PyObject *maps_obj, PyObject *masks_obj, const char *op,
+                     double max_fpr) {
+    int ret = -1, f64 = 0, status;
+    char got[160], expect[96];
+    PyArrayObject *maps = NULL, *masks = NULL;
+    *s = (pro_sorted){0};
+    if (!(maps = as_scores(maps_obj, op, "maps", &f64))) goto exit;
+    if (tn_check_dims(maps, op, "maps", 3, NULL, "(N, H, W)") < 0) goto exit;
+    if (PyArray_SIZE(maps) == 0) {
+        PyErr_Format(PyExc_ValueError, "%s: maps is empty: %s", op,
+                     tn_describe((PyObject *)maps, got, sizeof got));
+        goto exit;
+    }
+    const npy_intp *dims = PyArray_DIMS(maps);
+    if (!(masks = as_labels(masks_obj, op, "masks"))) goto exit;
+    snprintf(expect, sizeof expect, "(N, H, W) = (%zd, %zd, %zd) like maps", (Py_ssize_t)dims[0],
+             (Py_ssize_t)dims[1], (Py_ssize_t)dims[2]);
+    if (tn_check_dims(masks, op, "masks", 3, dims, expect) < 0) goto exit;
+    Py_BEGIN_ALLOW_THREADS
+    status = pro_sort(s, PyArray_DATA(maps), f64, PyArray_DATA(masks), dims[0], dims[1], dims[2],
+                      max_fpr);
+    Py_END_ALLOW_THREADS
+    if (status == TN_EINVAL) {
+        PyErr_Format(PyExc_ValueError, "%s: maps images are too large (H * W must be < 2^31)", op);
+        goto exit;
+    }
+    if (status != TN_OK) {
+        raise_status(status, op, "maps");
+        goto exit;
+    }
+    if (s->nregions == 0) {
+        PyErr_Format(PyExc_ValueError,
+                     "%s: masks has no anomalous pixel; PRO is undefined without a region", op);
+        goto exit;
+    }
+    if (s->nnorm_all == 0) {
+        PyErr_Format(PyExc_ValueError, "%s: masks has no normal pixel; FPR is undefined", op);
+        goto exit;
+    }
+    ret = 0;
+exit:
+    if (ret < 0) pro_sorted_free(s);
+    Py_XDECREF(maps);
+    Py_XDECREF(masks);
+    return ret;
+}
+
+// Raises ValueError unless 0 < x <= 1; returns whether it did.
+static int bad_fraction(double x, const char *op, const char *name) {
+    if (x > 0 && x <= 1) return 0;
+    char buf[32];
+    snprintf(buf, sizeof buf, "%g", x);
+    PyErr_Format(PyExc_ValueError, "%s: %s must be in (0, 1], got %s", op, name, buf);
+    return 1;
+}
+
+// Three new (m,) float64 arrays in *a, *b, *c, or -1 with MemoryError.
+static int new_curve(npy_intp m, PyArrayObject **a, PyArrayObject **b, PyArrayObject **c) {
+    *a = tn_empty(1, &m, NPY_FLOAT64);
+    *b = tn_empty(1, &m, NPY_FLOAT64);
+    *c = tn_empty(1, &m, NPY_FLOAT64);
+    return *a && *b && *c ? 0 : -1;
+}
+
+static PyObject *py_roc_curve(PyObject *self, PyObject *args, PyObject *kw) {
+    static char *kwlist[] = {"scores", "labels", "drop_intermediate", NULL};
+    PyObject *scores, *labels, *ret = NULL;
+    PyArrayObject *fpr = NULL, *tpr = NULL, *thr = NULL;
+    int drop = 1;
+    int64_t m;
+    roc_sorted s = {0};
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OO|p:roc_curve", kwlist, &scores, &labels, &drop))
+        return NULL;
+    if (sort_scores(&s, scores, labels, "roc_curve", 1) < 0) goto exit;
+    Py_BEGIN_ALLOW_THREADS
+    m = roc_curve(NULL, NULL, NULL, &s, drop);
+    Py_END_ALLOW_THREADS
+    if (new_curve(m, &fpr, &tpr, &thr) < 0) goto exit;
+    Py_BEGIN_ALLOW_THREADS
+    roc_curve(PyArray_DATA(fpr), PyArray_DATA(tpr), PyArray_DATA(thr), &s, drop);
+    Py_END_ALLOW_THREADS
+    ret = PyTuple_Pack(3, fpr, tpr, thr);
+exit:
+    roc_sorted_free(&s);
+    Py_XDECREF(fpr);
+    Py_XDECREF(tpr);
+    Py_XDECREF(thr);
+    return ret;
+}
+
+static PyObject *py_auroc(PyObject *self, PyObject *args, PyObject *kw) {
+    static char *kwlist[] = {"scores", "labels", NULL};
+    PyObject *scores, *labels, *ret = NULL;
+    double area;
+    roc_sorted s = {0};
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OO:auroc", kwlist, &scores, &labels)) return NULL;
+    if (sort_scores(&s, scores, labels, "auroc", 1) < 0) goto exit;
+    Py_BEGIN_ALLOW_THREADS
+    area = auroc(&s);
+    Py_END_ALLOW_THREADS
+    ret = PyFloat_FromDouble(area);
+exit:
+    roc_sorted_free(&s);
+    return ret;
+}
+
+static PyObject *py_f1_max(PyObject *self, PyObject *args, PyObject *kw) {
+    static char *kwlist[] = {"scores", "labels", NULL};
+    PyObject *scores, *labels, *ret = NULL;
+    double f1, thr;
+    roc_sorted s = {0};
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OO:f1_max", kwlist, &scores, &labels)) return NULL;
+    if (sort_scores(&s, scores, labels, "f1_max", 0) < 0) goto exit;
+    Py_BEGIN_ALLOW_THREADS
+    f1_max(&f1, &thr, &s);
+    Py_END_ALLOW_THREADS
+    ret = Py_BuildValue("(dd)", f1, thr);
+exit:
+    roc_sorted_free(&s);
+    return ret;
+}
+
+static PyObject *py_pro_curve(PyObject *self, PyObject *args, PyObject *kw) {
+    static char *kwlist[] = {"maps", "masks", "max_fpr", NULL};
+    PyObject *maps, *masks, *ret = NULL;
+    PyArrayObject *fpr = NULL, *pro = NULL, *thr = NULL;
+    double max_fpr = 1.0;
+    int64_t m;
+    pro_sorted s = {0};
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OO|d:pro_curve", kwlist, &maps, &masks, &max_fpr))
+        return NULL;
+    if (bad_fraction(max_fpr, "pro_curve", "max_fpr")) goto exit;
+    if (sort_maps(&s, maps, masks, "pro_curve", max_fpr) < 0) goto exit;
+    Py_BEGIN_ALLOW_THREADS
+    m = pro_curve(NULL, NULL, NULL, &s);
+    Py_END_ALLOW_THREADS
+    if (new_curve(m, &fpr, &pro, &thr) < 0) goto exit;
+    Py_BEGIN_ALLOW_THREADS
+    pro_curve(PyArray_DATA(fpr), PyArray_DATA(pro), PyArray_DATA(thr), &s);
+    Py_END_ALLOW_THREADS
+    ret = PyTuple_Pack(3, fpr, pro, thr);
+exit:
+    pro_sorted_free(&s);
+    Py_XDECREF(fpr);
+    Py_XDECREF(pro);
+    Py_XDECREF(thr);
+    return ret;
+}
+
+static PyObject *py_aupro(PyObject *self, PyObject *args, PyObject *kw) {
+    static char *kwlist[] = {"maps", "masks", "fpr_limit", NULL};
+    PyObject *maps, *masks, *ret = NULL;
+    double limit = 0.3, area;
+    pro_sorted s = {0};
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OO|d:aupro", kwlist, &maps, &masks, &limit))
+        return NULL;
+    if (bad_fraction(limit, "aupro", "fpr_limit")) goto exit;
+    if (sort_maps(&s, maps, masks, "aupro", limit) < 0) goto exit;
+    Py_BEGIN_ALLOW_THREADS
+    area = aupro(&s, limit);
+    Py_END_ALLOW_THREADS
+    ret = PyFloat_FromDouble(area);
+exit:
+    pro_sorted_free(&s);
+    return ret;
+}
+
+#define KWFUNC(f) (PyCFunction)(void (*)(void))(f)
+
+PyMethodDef tn_metrics_methods[] = {
+    {"roc_curve", KWFUNC(py_roc_curve), METH_VARARGS | METH_KEYWORDS,
+     "roc_curve(scores, labels, drop_intermediate=True)\n--\n\n"
+     "ROC curve (fpr, tpr, thresholds) as sklearn.metrics.roc_curve: first point\n"
+     "(0, 0, inf), then one per distinct score, descending. scores (n,) finite;\n"
+     "labels (n,), non-zero = positive; both classes must be present."},
+    {"auroc", KWFUNC(py_auroc), METH_VARARGS | METH_KEYWORDS,
+     "auroc(scores, labels)\n--\n\n"
+     "Area under the ROC curve (= sklearn.metrics.roc_auc_score), ties counted one\n"
+     "half. scores (n,) finite; labels (n,), non-zero = positive."},
+    {"f1_max", KWFUNC(py_f1_max), METH_VARARGS | METH_KEYWORDS,
+     "f1_max(scores, labels)\n--\n\n"
+     "(f1, threshold): max F1 over thresholds t (positive when score >= t), the\n"
+     "lowest such t on exact ties. labels must have a positive."},
+    {"pro_curve", KWFUNC(py_pro_curve), METH_VARARGS | METH_KEYWORDS,
+     "pro_curve(maps, masks, max_fpr=1.0)\n--\n\n"
+     "PRO curve (fpr, pro, thresholds) of the official MVTec AD evaluation: first\n"
+     "point (0, 0, inf), then one per distinct score, descending, up to the first\n"
+     "point with fpr > max_fpr. maps (N, H, W) finite; masks (N, H, W), non-zero =\n"
+     "anomalous, regions 8-connected."},
+    {"aupro", KWFUNC(py_aupro), METH_VARARGS | METH_KEYWORDS,
+     "aupro(maps, masks, fpr_limit=0.3)\n--\n\n"
+     "Area under the PRO curve up to fpr_limit (interpolated there), divided by\n"
+     "fpr_limit: the official MVTec AD AU-PRO."},
+    {NULL, NULL, 0, NULL},
+};
