@@ -92,7 +92,9 @@ def test_resnet18_matches_float64_reference():
     # stopping early gives the same values
     only = net.features(x, layers=("layer1",))
     assert list(only) == ["layer1"]
-    np.testing.assert_array_equal(only["layer1"], got["layer1"])
+    # (not bit-equal: the conv engine may block its GEMMs by batch size)
+    np.testing.assert_allclose(only["layer1"], got["layer1"], rtol=1e-5,
+                               atol=1e-6 * np.abs(got["layer1"]).max())
 
 
 def test_bottleneck_block_folding_equals_conv_bn():
@@ -246,5 +248,6 @@ def test_weights_auto_and_files(tmp_path, monkeypatch):
     net = B.create("resnet18", weights="auto")
     ref = B.create("resnet18", weights=sd)
     x = np.random.default_rng(0).uniform(-1, 1, (1, 3, 32, 32)).astype(np.float32)
-    np.testing.assert_array_equal(net.features(x)["layer3"], ref.features(x)["layer3"])
+    np.testing.assert_allclose(net.features(x)["layer3"], ref.features(x)["layer3"], rtol=1e-6,
+                               atol=1e-6)
     assert "resnet18-f37072fd.pth" in repr(net)
