@@ -1,0 +1,455 @@
+"""Rectified Flow: the loss, the samplers (Euler, one-step, adaptive RK45),
+training with exact resume, and Reflow (DESIGN.md §1.1-1.4).
+
+Convention: t = 0 is noise, t = 1 is data; x_t = t x1 + (1 - t) x0 with
+x0 ~ N(0, I); the network v(x_t, t, c) predicts the velocity x1 - x0.
+
+    loss = rf_loss(model, x1, c, rng)                   # Eq. 4, one batch
+    x1_hat = one_step(model, x_t, t, c)                 # Eq. 3
+    x, nfe = sample(model, x0, c, "rk45")               # or "euler", steps=N
+    losses = train_flow(model, (x, c), steps=1000, batch_size=16, ckpt_dir="run")
+    result = train_reflow(model, classes, steps=1000, batch_size=16)   # Algorithm 1
+
+RK45 is the Dormand-Prince 5(4) pair as scipy.integrate.RK45 implements it
+(FSAL, error norm RMS(err / (atol + rtol max(|y|, |y_new|))), safety 0.9,
+step factors in [0.2, 10], scipy's initial step), with one difference: each
+sample of a batch has its own step size and time, so a batch gives what
+solving each sample alone would (the model is called on the samples still
+running, each at its own t; the only coupling left is the float rounding of
+a batched forward). Its stage sums and error norm are fused
+C kernels (`_core.ode_combine`, `_core.ode_error_norm`, csrc/ode/ode.c).
+
+Training data protocol: `data` is an object with
+`sample_batch(rng, batch_size) -> (x1, c)` or `(x1, c, x0)`, drawing every
+random choice from `rng` (the training generator, whose state checkpoints
+save, so a resumed run repeats the uninterrupted one exactly); x1 is
+(N, C, H, W) float32 in [-1, 1], c (N,) int class ids, and x0 (Reflow) the
+noise paired with x1. A tuple `(x, c)` of arrays is wrapped as
+`ArrayData(x, c)`, which samples with replacement.
+"""
+import math
+import os
+import time
+
+import numpy as np
+
+from ._loader import _core
+from .autograd import Tensor, no_grad
+from .nn import functional as F
+from .nn.utils import clip_grad_norm_
+from .optim import AdamW
+
+__all__ = ["T_EPS", "rf_loss", "velocity", "one_step", "sample", "solve_rk45",
+           "reflow_pairs", "train_flow", "train_reflow", "ArrayData"]
+
+T_EPS = 1e-3  # t ~ U[eps, 1] in training; sampling starts at t = eps
+
+# Dormand-Prince 5(4) (scipy.integrate.RK45's tableau).
+DP_C = (0.0, 1 / 5, 3 / 10, 4 / 5, 8 / 9, 1.0)
+DP_A = ((),
+        (1 / 5,),
+        (3 / 40, 9 / 40),
+        (44 / 45, -56 / 15, 32 / 9),
+        (19372 / 6561, -25360 / 2187, 64448 / 6561, -212 / 729),
+        (9017 / 3168, -355 / 33, 46732 / 5247, 49 / 176, -5103 / 18656))
+DP_B = (35 / 384, 0.0, 500 / 1113, 125 / 192, -2187 / 6784, 11 / 84)
+DP_E = (-71 / 57600, 0.0, 71 / 16695, -71 / 1920, 17253 / 339200, -22 / 525, 1 / 40)
+SAFETY, MIN_FACTOR, MAX_FACTOR = 0.9, 0.2, 10.0
+ERROR_EXPONENT = -1.0 / 5.0  # -1 / (error estimator order 4 + 1)
+
+
+def _array(x):
+    return np.ascontiguousarray(x.data if isinstance(x, Tensor) else x, dtype=np.float32)
+
+
+def _times(t, N):
+    t = np.asarray(t.data if isinstance(t, Tensor) else t, np.float32).reshape(-1)
+    if t.size == 1:
+        t = np.full(N, t[0], np.float32)
+    if t.shape != (N,):
+        raise ValueError(f"t must be a scalar or (N,) = ({N},), got {t.shape}")
+    return t
+
+
+# -- the loss -----------------------------------------------------------------
+def rf_loss(model, x1, c, rng, x0=None, t_eps=T_EPS):
+    """The Rectified Flow loss (Eq. 4) on one batch, a scalar Tensor.
+
+    x0 ~ N(0, I) (unless given: Reflow pairs), t ~ U[t_eps, 1] per sample,
+    x_t = t x1 + (1 - t) x0, loss = mean over C*H*W, then batch, of
+    (v(x_t, t, c) - (x1 - x0))^2. Draws x0 first, then t, from `rng`.
+    """
+    x1 = _array(x1)
+    N = x1.shape[0]
+    if x0 is None:
+        x0 = rng.standard_normal(x1.shape, dtype=np.float32)
+    else:
+        x0 = _array(x0)
+        if x0.shape != x1.shape:
+            raise ValueError(f"rf_loss: x0 {x0.shape} and x1 {x1.shape} differ in shape")
+    t = rng.uniform(t_eps, 1.0, size=N).astype(np.float32)
+    tb = t.reshape(N, 1, 1, 1)
+    xt = tb * x1 + (1.0 - tb) * x0
+    v = model(Tensor(xt), t, c)
+    return F.mse_loss(v, Tensor(x1 - x0))
+
+
+# -- samplers -----------------------------------------------------------------
+def velocity(model, x, t, c):
+    """v(x, t, c) as a float32 array, without recording a tape."""
+    x = _array(x)
+    with no_grad():
+        return _array(model(Tensor(x), _times(t, x.shape[0]), c))
+
+
+def one_step(model, x_t, t, c):
+    """One-step reconstruction (Eq. 3): x1_hat = x_t + (1 - t) v(x_t, t, c)."""
+    x_t = _array(x_t)
+    N = x_t.shape[0]
+    t = _times(t, N)
+    v = velocity(model, x_t, t, c)
+    return x_t + (1.0 - t).reshape((N,) + (1,) * (x_t.ndim - 1)) * v
+
+
+def _rms(ks, coeffs, h, y, rtol, atol):
+    """Per-sample RMS of (h * sum c_j k_j) / (atol + rtol |y|) (C kernel)."""
+    return _core.ode_error_norm(ks, coeffs, h, y, y, rtol, atol)
+
+
+def solve_rk45(f, y0, t0, t1, rtol=1e-5, atol=1e-5, max_steps=100000, first_step=None):
+    """Integrate dy/dt = f(t, y) from t0 to t1 > t0 with adaptive Dormand-Prince.
+
+    f(t, y, idx) -> dy/dt: t (n,) float64 times, y (n, ...) float32 states of
+    the samples `idx` (int indices into the batch) still being integrated;
+    returns an array of y's shape. y0: (B, ...) float32, B independent
+    problems, each with its own step size (scipy.integrate.RK45's control,
+    see the module docstring). Returns (y(t1), info) with info = {"nfev":
+    batched calls of f, "nfev_per_sample": (B,), "steps": accepted steps (B,),
+    "rejected": (B,)}.
+    """
+    if not t1 > t0:
+        raise ValueError(f"solve_rk45: need t1 > t0, got t0={t0}, t1={t1}")
+    y = np.array(_array(y0), copy=True)
+    if y.ndim < 1 or y.size == 0:
+        raise ValueError(f"solve_rk45: y0 must be a non-empty (B, ...) array, got {y.shape}")
+    B = y.shape[0]
+    info = {"nfev": 0, "nfev_per_sample": np.zeros(B, np.int64),
+            "steps": np.zeros(B, np.int64), "rejected": np.zeros(B, np.int64)}
+
+    def call(t, ys, idx):
+        out = f(t, ys, idx)
+        out = _array(out)
+        if out.shape != ys.shape:
+            raise ValueError(f"solve_rk45: f returned shape {out.shape} for y {ys.shape}")
+        info["nfev"] += 1
+        info["nfev_per_sample"][idx] += 1
+        return out
+
+    everyone = np.arange(B)
+    t = np.full(B, float(t0))
+    fy = call(t.copy(), y, everyone)
+    interval = float(t1) - float(t0)
+    if first_step is not None:
+        h_abs = np.full(B, min(float(first_step), interval))
+    else:  # scipy's select_initial_step (Hairer, Norsett & Wanner II.4), per sample
+        d0 = _rms([y], [1.0], 1.0, y, rtol, atol)
+        d1 = _rms([fy], [1.0], 1.0, y, rtol, atol)
+        h0 = np.where((d0 < 1e-5) | (d1 < 1e-5), 1e-6, 0.01 * d0 / np.maximum(d1, 1e-300))
+        h0 = np.minimum(h0, interval)
+        y1 = _core.ode_combine(y, [fy], [1.0], h0)
+        f1 = call(t + h0, y1, everyone)
+        d2 = _rms([f1, fy], [1.0, -1.0], 1.0 / h0, y, rtol, atol)
+        with np.errstate(divide="ignore"):
+            h1 = np.where((d1 <= 1e-15) & (d2 <= 1e-15), np.maximum(1e-6, h0 * 1e-3),
+                          (0.01 / np.maximum(d1, d2)) ** (1.0 / 5.0))
+        h_abs = np.minimum(np.minimum(100 * h0, h1), interval)
+    retrying = np.zeros(B, bool)  # this sample's current step was rejected before
+
+    while True:
+        act = np.nonzero(t < t1)[0]
+        if act.size == 0:
+            break
+        if info["steps"][act].max() + info["rejected"][act].max() >= max_steps:
+            raise RuntimeError(f"solve_rk45: more than {max_steps} steps (t = "
+                               f"{t[act].min():.6g}); the ODE is too stiff for RK45")
+        ta = t[act]
+        min_step = 10 * np.abs(np.nextafter(ta, np.inf) - ta)
+        ha = h_abs[act]
+        if np.any(retrying[act] & (ha < min_step)):
+            raise RuntimeError(f"solve_rk45: step size fell below {min_step.min():.3g} at t = "
+                               f"{ta[retrying[act] & (ha < min_step)].min():.6g}")
+        ha = np.where(retrying[act], ha, np.maximum(ha, min_step))
+        t_new = np.where(ta + ha >= t1, float(t1), ta + ha)
+        h = t_new - ta
+        ya = y[act] if act.size < B else y
+        K = [fy[act] if act.size < B else fy]
+        for s in range(1, 6):
+            ys = _core.ode_combine(ya, K, DP_A[s], h)
+            K.append(call(ta + DP_C[s] * h, ys, act))
+        y_new = _core.ode_combine(ya, K, DP_B, h)
+        f_new = call(t_new, y_new, act)
+        K.append(f_new)
+        err = _core.ode_error_norm(K, DP_E, h, ya, y_new, rtol, atol)
+        if not np.all(np.isfinite(err)):
+            raise RuntimeError(f"solve_rk45: the derivative is not finite near t = "
+                               f"{ta[~np.isfinite(err)].min():.6g}")
+        ok = err < 1.0
+        with np.errstate(divide="ignore"):
+            grow = np.where(err == 0, MAX_FACTOR,
+                            np.minimum(MAX_FACTOR, SAFETY * err ** ERROR_EXPONENT))
+            shrink = np.maximum(MIN_FACTOR, SAFETY * err ** ERROR_EXPONENT)
+        grow = np.where(retrying[act], np.minimum(1.0, grow), grow)
+        h_abs[act] = h * np.where(ok, grow, shrink)
+        done, again = act[ok], act[~ok]
+        y[done] = y_new[ok]
+        fy[done] = f_new[ok]
+        t[done] = t_new[ok]
+        retrying[done] = False
+        retrying[again] = True
+        info["steps"][done] += 1
+        info["rejected"][again] += 1
+    return y, info
+
+
+def _classes(c, N):
+    if c is None:
+        return None
+    c = np.asarray(c.data if isinstance(c, Tensor) else c).reshape(-1)
+    if c.size == 1:
+        c = np.full(N, c[0])
+    if c.shape != (N,):
+        raise ValueError(f"class ids must be a scalar or (N,) = ({N},), got {c.shape}")
+    return c.astype(np.int64)
+
+
+def sample(model, x0, c, method="euler", steps=100, rtol=1e-5, atol=1e-5, t0=T_EPS,
+           batch_size=None):
+    """Integrate the flow from noise x0 (at t = t0) to t = 1 under classes c.
+
+    method "euler": `steps` steps, z += v(z, t_i, c) / steps at t_i = t0 +
+      i (1 - t0) / steps (the Rectified Flow reference: the step is 1/N so a
+      straight flow lands exactly on x0 + v); steps=1 is one-step generation.
+    method "rk45": adaptive Dormand-Prince (rtol, atol), `steps` ignored.
+    batch_size: integrate in chunks of this many samples (memory).
+    Returns (x1, nfe): float32 samples of x0's shape and the number of model
+    calls (batched forwards, summed over chunks).
+    """
+    x0 = _array(x0)
+    N = x0.shape[0]
+    c = _classes(c, N)
+    bs = N if not batch_size else int(batch_size)
+    outs, nfe = [], 0
+    for lo in range(0, N, bs):
+        xb = x0[lo:lo + bs]
+        cb = None if c is None else c[lo:lo + bs]
+        if method == "euler":
+            if int(steps) < 1:
+                raise ValueError(f"sample: euler needs steps >= 1, got {steps}")
+            n = int(steps)
+            z = xb.copy()
+            for i in range(n):
+                ti = np.full(len(z), t0 + i * (1.0 - t0) / n, np.float32)
+                z += velocity(model, z, ti, cb) / n
+                nfe += 1
+            outs.append(z)
+        elif method == "rk45":
+            def f(t, y, idx, cb=cb):
+                return velocity(model, y, t.astype(np.float32), None if cb is None else cb[idx])
+            z, info = solve_rk45(f, xb, t0, 1.0, rtol=rtol, atol=atol)
+            nfe += info["nfev"]
+            outs.append(z)
+        else:
+            raise ValueError(f"sample: method must be 'euler' or 'rk45', got {method!r}")
+    return np.concatenate(outs) if len(outs) > 1 else outs[0], nfe
+
+
+# -- training -----------------------------------------------------------------
+class ArrayData:
+    """In-memory training data: x (N, C, H, W) float32 in [-1, 1], c (N,) ids,
+    optionally x0 (N, C, H, W) paired noise (Reflow). Batches are drawn with
+    replacement from the training rng."""
+
+    def __init__(self, x, c, x0=None):
+        self.x = _array(x)
+        self.c = np.asarray(c, np.int64).reshape(-1)
+        self.x0 = None if x0 is None else _array(x0)
+        if self.x.ndim != 4 or len(self.c) != len(self.x):
+            raise ValueError(f"ArrayData: x must be (N, C, H, W) and c (N,), got {self.x.shape} "
+                             f"and {self.c.shape}")
+        if self.x0 is not None and self.x0.shape != self.x.shape:
+            raise ValueError(f"ArrayData: x0 {self.x0.shape} must match x {self.x.shape}")
+
+    def __len__(self):
+        return len(self.x)
+
+    def sample_batch(self, rng, batch_size):
+        idx = rng.integers(0, len(self.x), size=batch_size)
+        if self.x0 is None:
+            return self.x[idx], self.c[idx]
+        return self.x[idx], self.c[idx], self.x0[idx]
+
+
+def _as_data(data):
+    if hasattr(data, "sample_batch"):
+        return data
+    if isinstance(data, (tuple, list)) and len(data) in (2, 3):
+        return ArrayData(*data)
+    raise TypeError("train_flow: data must have sample_batch(rng, n) or be a tuple (x, c)")
+
+
+def _ckpt_path(ckpt_dir):
+    return os.path.join(ckpt_dir, "last.safetensors")
+
+
+def train_flow(model, data, steps, batch_size, lr=2e-4, warmup=None, grad_clip=1.0,
+               ckpt_dir=None, ckpt_every=1000, resume=False, seed=0, stage="flow",
+               classes=None, weight_decay=0.0, progress=True, callback=None):
+    """Train `model` on the Rectified Flow loss; returns the per-step losses.
+
+    data: see the module docstring (sample_batch protocol or (x, c) arrays).
+    Adam(W) with lr, betas (0.9, 0.999), weight_decay (0: Adam, the paper's),
+    linear warm-up over `warmup` steps (default min(5000, steps // 10)), then
+    constant; gradients clipped to global norm `grad_clip` (None: off).
+    One generator, np.random.default_rng(seed), draws every batch, noise and
+    t. ckpt_dir: write `<ckpt_dir>/last.*` (timenet.checkpoint) every
+    `ckpt_every` steps and at the end, with the optimizer, the rng state and
+    the losses; resume=True continues from it, giving exactly the losses and
+    weights of an uninterrupted run. callback(step, loss) runs after each
+    step (1-based). classes: class names stored in the checkpoint.
+    """
+    from . import checkpoint as ckpt
+    data = _as_data(data)
+    steps, batch_size = int(steps), int(batch_size)
+    if steps < 0 or batch_size < 1:
+        raise ValueError(f"train_flow: need steps >= 0 and batch_size >= 1, got {steps}, "
+                         f"{batch_size}")
+    if warmup is None:
+        warmup = min(5000, steps // 10)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = AdamW(params, lr=lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=weight_decay,
+                warmup_steps=warmup)
+    rng = np.random.default_rng(seed)
+    losses, start = [], 0
+    if resume:
+        if ckpt_dir is None:
+            raise ValueError("train_flow: resume=True needs ckpt_dir")
+        path = _ckpt_path(ckpt_dir)
+        if os.path.exists(path):
+            ck = ckpt.load_checkpoint(path, model, opt)
+            ts = ck.train_state or {}
+            if ck.stage != stage:
+                raise ValueError(f"{path}: checkpoint is of stage {ck.stage!r}, not {stage!r}")
+            if ts.get("batch_size") != batch_size or ts.get("seed") != seed:
+                raise ValueError(f"{path}: checkpoint was trained with batch_size "
+                                 f"{ts.get('batch_size')}, seed {ts.get('seed')}; got "
+                                 f"{batch_size}, {seed}")
+            rng.bit_generator.state = ts["rng"]
+            losses, start = list(ck.losses), ck.step
+            if len(losses) != start:
+                raise ValueError(f"{path}: {len(losses)} losses for step {start}")
+
+    def save(step):
+        if ckpt_dir is None:
+            return
+        state = {"rng": rng.bit_generator.state, "seed": seed, "batch_size": batch_size,
+                 "steps": steps}
+        ckpt.save_checkpoint(_ckpt_path(ckpt_dir), model, stage=stage, step=step,
+                             classes=classes, optimizer=opt, train_state=state, losses=losses)
+
+    try:
+        from tqdm.auto import tqdm
+        bar = tqdm(total=steps, initial=start, desc=stage, disable=not progress,
+                   dynamic_ncols=True)
+    except ImportError:  # pragma: no cover - tqdm is a dependency
+        bar = None
+    t_start, done_here = time.perf_counter(), 0
+    try:
+        for step in range(start + 1, steps + 1):
+            batch = data.sample_batch(rng, batch_size)
+            x1, c = batch[0], batch[1]
+            x0 = batch[2] if len(batch) > 2 else None
+            loss = rf_loss(model, x1, c, rng, x0=x0)
+            opt.zero_grad()
+            loss.backward()
+            if grad_clip:
+                clip_grad_norm_(params, grad_clip)
+            opt.step()
+            value = float(loss.item())
+            if not math.isfinite(value):
+                raise FloatingPointError(f"train_flow: loss is {value} at step {step}")
+            losses.append(value)
+            done_here += 1
+            if bar is not None:
+                ips = done_here * batch_size / max(time.perf_counter() - t_start, 1e-9)
+                bar.set_postfix(loss=f"{value:.4f}", img_s=f"{ips:.1f}", refresh=False)
+                bar.update(1)
+            if ckpt_dir is not None and (step % ckpt_every == 0 or step == steps):
+                save(step)
+            if callback is not None:
+                callback(step, value)
+    finally:
+        if bar is not None:
+            bar.close()
+    if ckpt_dir is not None and start >= steps and not os.path.exists(_ckpt_path(ckpt_dir)):
+        save(start)
+    return losses
+
+
+# -- Reflow -------------------------------------------------------------------
+def reflow_pairs(model, x0_or_n, classes, rng, rtol=1e-5, atol=1e-5, t0=T_EPS,
+                 batch_size=None):
+    """Reflow couplings (Algorithm 1): x1 = RK45[v](x0 | c) for each x0.
+
+    x0_or_n: noise (n, C, H, W), or n to draw it from `rng` at the model's
+    size; classes: (n,) class ids (or one id). Returns (x0, x1, c, nfe).
+    """
+    if isinstance(x0_or_n, (int, np.integer)):
+        cfg = model.config
+        x0 = rng.standard_normal((int(x0_or_n), cfg.in_channels, cfg.image_size,
+                                  cfg.image_size), dtype=np.float32)
+    else:
+        x0 = _array(x0_or_n)
+    c = _classes(classes, len(x0))
+    x1, nfe = sample(model, x0, c, method="rk45", rtol=rtol, atol=atol, t0=t0,
+                     batch_size=batch_size)
+    return x0, x1, c, nfe
+
+
+def train_reflow(model, classes, steps, batch_size, rounds=1, seed=0, rtol=1e-5, atol=1e-5,
+                 pair_batch_size=None, ckpt_dir=None, **train_kwargs):
+    """k rounds of Reflow (Algorithm 1; the paper uses one): draw pairs
+    (x0, RK45[v_k](x0 | c)) for the class ids `classes` (one pair each), then
+    fine-tune v_{k+1} from v_k on them with train_flow (its keyword
+    arguments pass through). With ckpt_dir, round k's pairs are saved as
+    `<ckpt_dir>/reflow-k/pairs.npz` and its checkpoints go there; resume=True
+    reuses both. Returns {"losses": [per round], "nfe": [per round],
+    "pairs": the last round's (x0, x1, c)}.
+    """
+    classes = np.asarray(classes, np.int64).reshape(-1)
+    out = {"losses": [], "nfe": [], "pairs": None}
+    for k in range(1, int(rounds) + 1):
+        rng = np.random.default_rng([seed, k, 0])   # the pairs' noise
+        train_seed = int(np.random.default_rng([seed, k, 1]).integers(2**31))
+        rdir = None if ckpt_dir is None else os.path.join(ckpt_dir, f"reflow-{k}")
+        pair_file = None if rdir is None else os.path.join(rdir, "pairs.npz")
+        if pair_file and train_kwargs.get("resume") and os.path.exists(pair_file):
+            try:
+                with np.load(pair_file) as z:
+                    x0, x1, c, nfe = z["x0"], z["x1"], z["c"], int(z["nfe"])
+            except Exception as e:
+                raise ValueError(f"{pair_file}: unreadable Reflow pairs: {e}") from e
+        else:
+            x0, x1, c, nfe = reflow_pairs(model, len(classes), classes, rng, rtol=rtol,
+                                          atol=atol, batch_size=pair_batch_size)
+            if pair_file:
+                os.makedirs(rdir, exist_ok=True)
+                tmp = pair_file + f".tmp{os.getpid()}.npz"
+                np.savez(tmp, x0=x0, x1=x1, c=c, nfe=nfe)
+                os.replace(tmp, pair_file)
+        losses = train_flow(model, ArrayData(x1, c, x0), steps, batch_size,
+                            seed=train_seed, stage=f"reflow-{k}",
+                            ckpt_dir=rdir, **train_kwargs)
+        out["losses"].append(losses)
+        out["nfe"].append(nfe)
+        out["pairs"] = (x0, x1, c)
+    return out
