@@ -290,3 +290,33 @@ def test_missing_truncated_unknown(tmp_path):
     st.write_bytes(struct.pack("<Q", len(header)) + header + b"\0" * 8)
     with pytest.raises(CheckpointError, match="cut.safetensors"):
         load_checkpoint(st)
+
+
+def test_damaged_files_never_crash(tmp_path):
+    """Truncations and byte flips of valid files raise exceptions naming the file."""
+    r = np.random.default_rng(0)
+    write_torch_zip(tmp_path / "z.pth", _state())
+    write_torch_legacy(tmp_path / "l.pth", _state())
+    for src in ("z.pth", "l.pth"):
+        data = (tmp_path / src).read_bytes()
+        for i in range(25):
+            b = bytearray(data)
+            if i % 2:
+                b = b[: int(r.integers(1, len(b)))]
+            else:
+                for j in r.integers(0, len(b), 4):
+                    b[j] = int(r.integers(0, 256))
+            p = tmp_path / f"bad{i}_{src}"
+            p.write_bytes(bytes(b))
+            try:
+                load_checkpoint(p)  # a flip in padding may leave the file readable
+            except (CheckpointError, pickle.UnpicklingError) as e:
+                assert p.name in str(e)
+
+
+def test_expanded_tensor_blowup_refused(tmp_path):
+    p = tmp_path / "exp.pth"
+    write_torch_zip(p, {"base": np.zeros(4, np.float32)},
+                    views={"huge": ("base", 0, (1 << 20, 1 << 20), (0, 0))})
+    with pytest.raises(pickle.UnpicklingError, match="more than its storage"):
+        load_checkpoint(p)

@@ -20,12 +20,12 @@ resolves are the tensor rebuild functions (`torch._utils._rebuild_tensor_v2`,
 checkpoint never runs code from the file.
 """
 import collections
-import io
 import json
 import os
 import pickle
 import struct
 import zipfile
+import zlib
 
 import numpy as np
 
@@ -92,6 +92,11 @@ def load_checkpoint(path):
         raise pickle.UnpicklingError(f"checkpoint {path!r}: {e}") from e
     except CheckpointError:
         raise
+    except MemoryError as e:
+        raise CheckpointError(f"checkpoint {path!r}: out of memory while reading it (a damaged "
+                              "length field, or a file too large for this machine)") from e
+    except (NotImplementedError, RuntimeError, zlib.error) as e:  # zip features, encryption
+        raise CheckpointError(f"checkpoint {path!r}: unsupported or damaged zip file: {e}") from e
     except (TypeError, ValueError, IndexError, KeyError, AttributeError, OSError) as e:
         # A damaged or hand-made file: whatever broke, say which file.
         raise CheckpointError(f"checkpoint {path!r} could not be read: "
@@ -153,6 +158,11 @@ def _rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad=Fals
         raise pickle.UnpicklingError(
             f"tensor of size {size}, stride {stride}, offset {off} reaches element {last} of a "
             f"storage of {flat.size} elements")
+    count = int(np.prod(size, dtype=np.int64))
+    if count > max(flat.size, 1 << 28):  # stride-0 expansion: refuse memory blow-ups
+        raise pickle.UnpicklingError(
+            f"tensor of size {size} has {count} elements, more than its storage "
+            f"({flat.size}) and than the 2**28 an expanded tensor may have")
     view = np.lib.stride_tricks.as_strided(
         flat[off:], shape=size, strides=tuple(s * flat.itemsize for s in stride), writeable=False)
     return np.array(view, order="C")
@@ -160,6 +170,27 @@ def _rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad=Fals
 
 def _rebuild_parameter(data, requires_grad=False, backward_hooks=None, *rest):
     return data
+
+
+class _Bounded:
+    """A file seen through read/readline only, never past `size` bytes.
+
+    Without readinto, the C unpickler cannot be made to pre-allocate a
+    buffer of whatever size a damaged length field claims before reading."""
+
+    def __init__(self, f, size):
+        self.f, self.left = f, size
+
+    def read(self, n=-1):
+        n = self.left if n is None or n < 0 else min(n, self.left)
+        b = self.f.read(n)
+        self.left -= len(b)
+        return b
+
+    def readline(self, limit=-1):
+        b = self.f.readline(self.left if limit is None or limit < 0 else min(limit, self.left))
+        self.left -= len(b)
+        return b
 
 
 class _RestrictedUnpickler(pickle.Unpickler):
@@ -229,11 +260,14 @@ def _load_torch_zip(z, where):
         return cache[key]
 
     with z.open(pkl[0]) as f:
-        return _RestrictedUnpickler(io.BufferedReader(f), load, where).load()
+        size = z.getinfo(pkl[0]).file_size
+        return _RestrictedUnpickler(_Bounded(f, size), load, where).load()
 
 
 def _load_torch_legacy(path):
-    with open(path, "rb") as f:
+    with open(path, "rb") as raw:
+        f = _Bounded(raw, os.fstat(raw.fileno()).st_size)
+
         def plain():
             return _RestrictedUnpickler(f, _no_pid(path), path).load()
         magic = plain()
@@ -290,8 +324,12 @@ def _load_torch_legacy(path):
                 raise CheckpointError(f"checkpoint {path!r} is truncated (storage {key})")
             n = struct.unpack(order + "q", hdr)[0]
             itemsize = 2 if dtype == "bfloat16" else np.dtype(dtype).itemsize
+            left = f.left
+            if n < 0 or n * itemsize > left:
+                raise CheckpointError(f"checkpoint {path!r} is truncated or damaged (storage "
+                                      f"{key} claims {n} elements, {left} bytes remain)")
             buf = f.read(n * itemsize)
-            if len(buf) < n * itemsize or n < 0:
+            if len(buf) < n * itemsize:
                 raise CheckpointError(f"checkpoint {path!r} is truncated (storage {key})")
             if little or dtype == "bfloat16":
                 st.array = _frombuffer(buf, dtype, n, f"checkpoint {path!r}")
