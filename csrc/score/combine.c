@@ -26,6 +26,7 @@ int score_combine(float *out, double *ratio_used, const float *d1, const float *
     if (compute_ratio) ratio = m1 > 0 ? m2 / m1 : 0.0;
     if (!isfinite(ratio) || !isfinite(w)) return TN_EINVAL;
     float c = (float)(w * ratio);
+    if (!isfinite(c)) return TN_EINVAL;  // w * ratio beyond float range
 #pragma omp parallel for schedule(static) if (n >= 131072)
     for (int64_t i = 0; i < n; i++) out[i] = c * d1[i] + d2[i];
     *ratio_used = ratio;
