@@ -14,6 +14,15 @@ as with the torchvision weights. Reported, best of a few runs:
   distances, upsampling, F, Gaussian sigma 4, image score), images/s;
 - the map kernels alone (everything but the backbone), ms per image.
 Nothing here asserts a time.
+
+RESULTS (2-core AVX-512 VM shared with five other build/test jobs, load
+average about 3, so the FMA peak itself measured 110-240 GFLOP/s instead of
+the 330/660 of a quiet machine; only the ratios within one run mean much):
+  wide_resnet101_2, 256^2, batch 4 pairs, layer1..3 = 53.7 GFLOP / image
+  2 threads: peak 110.5, features 46.2 GFLOP/s (42 % of peak), 0.86 images/s,
+             whole step 0.48 pairs/s, map kernels 10 ms / image (0.5 % of the step)
+  1 thread:  peak 237.5, features 111.2 GFLOP/s (47 % of peak), 2.07 images/s,
+             whole step 0.71 pairs/s, map kernels 35 ms / image
 """
 import argparse
 import os
