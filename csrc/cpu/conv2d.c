@@ -32,6 +32,19 @@
 //
 // 1x1 convolutions with stride 1 and no padding are plain GEMMs on x itself:
 // col(x_n) = x_n viewed as (C, H*W), so no im2col or col2im at all.
+//
+// Stride-1 convolutions with enough channels skip im2col too ("shifted"
+// GEMMs). Copy a tile of T output rows' worth of input, zero-padded to width
+// Wp = W + 2*pad, into xpad (C, (T+R-1)*Wp); then kernel offset (r, s) sees
+// the contiguous run xpad[c][r*Wp + s + j] for output j = t*Wp + q, so
+//     ywide (K, T*Wp) = sum over (r, s) of W_rs (K, C) @ xpad_shifted(r, s)
+// is R*S GEMMs on views of one buffer. Columns q >= Q of each output row are
+// junk (they wrap into the next row) and are dropped on the copy out. The
+// input is copied once instead of R*S times: im2col was ~15-20 % of a
+// 64-channel 3x3 conv, the junk columns cost (S-1)/Wp (<1 % at 256 wide).
+// backward_input is the adjoint: dxpad shifted by (r, s) += W_rs^T @ dywide
+// (junk columns of dywide zeroed), GEMMs accumulating straight into the
+// shifted views, then dxpad is added into dx.
 #include "common.h"
 #include "cpu/blas.h"
 #include "cpu/conv2d.h"
@@ -44,16 +57,27 @@
 #define CONV_TILE_BYTES (512 * 1024)
 // Narrowest tile worth a GEMM call (the GEMM's N dimension).
 #define CONV_MIN_TILE 32
+// Target bytes of one shifted tile (input rows + output rows, per thread).
+#define CONV_SHIFT_BYTES (1024 * 1024)
+// Shifted GEMMs reduce over C only, and waste (S-1)/Wp of their columns:
+// worth it from these sizes on (see benchmarks/kernels.py).
+#define CONV_SHIFT_MIN_C 16
+#define CONV_SHIFT_MIN_WP 24
 
 // How a convolution of given sizes is cut into tiles, and what scratch
 // memory each kernel needs: the same numbers drive the allocations and
 // conv2d_workspace_bytes, so the reported figure is the real one.
 typedef struct {
-    int P, Q, PQ, CRS, RS;
+    int C, P, Q, PQ, CRS, RS;
     int pointwise;    // 1x1, stride 1, no padding: GEMM on x directly
+    int shifted;      // forward and backward_input by shifted GEMMs
     int threads;
-    int tile;         // output positions per tile (J)
-    int ntiles;       // tiles per image
+    int tile;         // im2col tiles: output positions per tile (J)
+    int ntiles;       //   tiles per image
+    int Wp;           // shifted tiles: padded width W + 2*pad
+    int rows;         //   output rows per tile (T)
+    int nrow_tiles;   //   tiles per image
+    size_t ldx;       //   floats per channel of xpad / dxpad: (T+R-1)*Wp + S
     int groups;       // channel groups of backward_input
     int group_c;      // channels per group (the last may have fewer)
 } conv_plan;
@@ -99,6 +123,7 @@ static int gcd(int a, int b) {
 static conv_plan make_plan(int N, int C, int H, int W, int K, int R, int S, int stride,
                            int pad) {
     conv_plan p;
+    p.C = C;
     p.P = conv2d_out_size(H, R, stride, pad);
     p.Q = conv2d_out_size(W, S, stride, pad);
     p.PQ = p.P * p.Q;
@@ -123,6 +148,14 @@ static conv_plan make_plan(int N, int C, int H, int W, int K, int R, int S, int 
     p.groups = TN_MIN(C, p.threads / gcd(N, p.threads));
     p.group_c = ceil_div(C, p.groups);
     p.groups = ceil_div(C, p.group_c);
+    p.Wp = W + 2 * pad;
+    p.shifted = stride == 1 && !p.pointwise && C >= CONV_SHIFT_MIN_C && p.Wp >= CONV_SHIFT_MIN_WP;
+    long rows = CONV_SHIFT_BYTES / (4L * (C + K) * p.Wp);
+    long rows_per_thread = ((long)N * p.P + p.threads - 1) / p.threads;
+    rows = TN_MAX(1, TN_MIN(rows, rows_per_thread));
+    p.nrow_tiles = ceil_div(p.P, (int)TN_MIN(rows, p.P));
+    p.rows = ceil_div(p.P, p.nrow_tiles);
+    p.ldx = (size_t)(p.rows + R - 1) * p.Wp + S;
     return p;
 }
 
@@ -135,12 +168,18 @@ static int weight_threads(const conv_plan *p, int N) {
 // Scratch floats per kernel (op 0 forward, 1 backward_input, 2 backward_weight).
 static size_t plan_floats(const conv_plan *p, int op, int N, int K) {
     size_t th = (size_t)p->threads;
+    size_t wr = (size_t)K * p->CRS, wide = (size_t)K * p->rows * p->Wp;
+    if (p->pointwise && op != 2) return 0;
     switch (op) {
-    case 0: return p->pointwise ? 0 : th * p->CRS * p->tile;
-    case 1: return th * p->group_c * p->RS * p->tile;
+    case 0:
+        if (p->shifted) return wr + th * (p->C * p->ldx + wide);
+        return th * p->CRS * p->tile;
+    case 1:
+        if (p->shifted) return wr + th * (p->group_c * p->ldx + wide);
+        return th * p->group_c * p->RS * p->tile;
     default:
         th = (size_t)weight_threads(p, N);
-        return (p->pointwise ? 0 : th * p->CRS * p->tile) + (th - 1) * K * (size_t)p->CRS;
+        return (p->pointwise ? 0 : th * p->CRS * p->tile) + (th - 1) * wr;
     }
 }
 
@@ -158,6 +197,27 @@ static void valid_q(int s, int W, int Q, int stride, int pad, int *lo, int *hi) 
     int b = W - 1 + pad - s; // q*stride <= b
     *hi = b < 0 ? 0 : TN_MIN(Q, b / stride + 1);
     if (*lo > *hi) *lo = *hi;
+}
+
+// Row kernels of im2col / col2im: dst[i] = src[i*stride], dst[i*stride] += src[i].
+// restrict and a constant stride let the compiler vectorise them (stride 2
+// with permutes); the generic stride stays scalar.
+static void gather_row(float *restrict dst, const float *restrict src, int n, int stride) {
+    if (stride == 1)
+        memcpy(dst, src, sizeof(float) * n);
+    else if (stride == 2)
+        for (int i = 0; i < n; i++) dst[i] = src[2 * i];
+    else
+        for (int i = 0; i < n; i++) dst[i] = src[(size_t)i * stride];
+}
+
+static void scatter_add_row(float *restrict dst, const float *restrict src, int n, int stride) {
+    if (stride == 1)
+        for (int i = 0; i < n; i++) dst[i] += src[i];
+    else if (stride == 2)
+        for (int i = 0; i < n; i++) dst[2 * i] += src[i];
+    else
+        for (int i = 0; i < n; i++) dst[(size_t)i * stride] += src[i];
 }
 
 // col is (C*R*S, J) for output positions j0 .. j0+J-1 (flattened p*Q + q):
@@ -187,10 +247,7 @@ static void im2col_tile(float *col, const float *x, int C, int H, int W, int R, 
                         int a = TN_MAX(q, lo), b = TN_MIN(qe, hi);
                         if (a > b) a = b = qe;
                         for (int k = q; k < a; k++) dst[k - q] = 0.0f;
-                        if (stride == 1)
-                            memcpy(dst + (a - q), xr + (a + base), sizeof(float) * (b - a));
-                        else
-                            for (int k = a; k < b; k++) dst[k - q] = xr[k * stride + base];
+                        if (b > a) gather_row(dst + (a - q), xr + (a * stride + base), b - a, stride);
                         for (int k = b; k < qe; k++) dst[k - q] = 0.0f;
                     }
                     j += qe - q;
@@ -218,42 +275,177 @@ static void col2im_tile(float *dx, const float *dcol, int c0, int nc, int H, int
                         float *xr = dxc + (size_t)ih * W;
                         int base = s - pad;
                         int a = TN_MAX(q, lo), b = TN_MIN(qe, hi);
-                        for (int k = a; k < b; k++) xr[k * stride + base] += src[k - q];
+                        if (b > a)
+                            scatter_add_row(xr + (a * stride + base), src + (a - q), b - a, stride);
                     }
                     j += qe - q;
                 }
             }
 }
 
+// --- shifted GEMMs (stride 1) ----------------------------------------------
+
+// wr (R*S, K, C) = w (K, C, R, S) with the kernel offset outermost, so each
+// W_rs is a plain row-major (K, C) matrix for the GEMMs. Work-shared: call
+// inside a parallel region.
+static void repack_weights(float *wr, const float *w, int K, int C, int RS) {
+    #pragma omp for schedule(static)
+    for (int k = 0; k < K; k++)
+        for (int c = 0; c < C; c++)
+            for (int rs = 0; rs < RS; rs++)
+                wr[((size_t)rs * K + k) * C + c] = w[((size_t)k * C + c) * RS + rs];
+}
+
+// xpad (C, ldx): rows ih0 .. ih0+nrows-1 of x (C, H, W), zero-padded by pad
+// columns each side (width Wp) and zero outside [0, H); the slack after the
+// last row (read only by junk columns) zeroed too.
+static void pad_tile(float *restrict xpad, const float *restrict x, int C, int H, int W, int pad,
+                     int Wp, size_t ldx, int ih0, int nrows) {
+    for (int c = 0; c < C; c++) {
+        float *d = xpad + (size_t)c * ldx;
+        const float *xc = x + (size_t)c * H * W;
+        for (int u = 0; u < nrows; u++, d += Wp) {
+            int ih = ih0 + u;
+            if (ih < 0 || ih >= H) {
+                memset(d, 0, sizeof(float) * Wp);
+                continue;
+            }
+            memset(d, 0, sizeof(float) * pad);
+            memcpy(d + pad, xc + (size_t)ih * W, sizeof(float) * W);
+            memset(d + pad + W, 0, sizeof(float) * pad);
+        }
+        memset(d, 0, sizeof(float) * (ldx - (size_t)nrows * Wp));
+    }
+}
+
+// y rows p0 .. p0+T-1 of one image (K, P, Q) = ywide (K, T*Wp) without the
+// junk columns, plus the bias.
+static void unwiden_tile(float *restrict y, const float *restrict ywide, const float *b, int K,
+                         int PQ, int Q, int Wp, int p0, int T) {
+    for (int k = 0; k < K; k++) {
+        float bk = b ? b[k] : 0.0f;
+        for (int t = 0; t < T; t++) {
+            float *d = y + (size_t)k * PQ + (size_t)(p0 + t) * Q;
+            const float *src = ywide + ((size_t)k * T + t) * Wp;
+            for (int q = 0; q < Q; q++) d[q] = src[q] + bk;
+        }
+    }
+}
+
+// dywide (K, T*Wp) = dy rows p0 .. p0+T-1 of one image (K, P, Q), junk
+// columns zero (so they add nothing in the adjoint GEMMs).
+static void widen_tile(float *restrict dywide, const float *restrict dy, int K, int PQ, int Q,
+                       int Wp, int p0, int T) {
+    for (int k = 0; k < K; k++)
+        for (int t = 0; t < T; t++) {
+            float *d = dywide + ((size_t)k * T + t) * Wp;
+            memcpy(d, dy + (size_t)k * PQ + (size_t)(p0 + t) * Q, sizeof(float) * Q);
+            memset(d + Q, 0, sizeof(float) * (Wp - Q));
+        }
+}
+
+static void forward_shifted(float *y, const float *x, const float *w, const float *b, float *ws,
+                            const conv_plan *pl, int N, int C, int H, int W, int K, int R, int S,
+                            int pad) {
+    float *wr = ws;
+    size_t per_thread = C * pl->ldx + (size_t)K * pl->rows * pl->Wp;
+    int items = N * pl->nrow_tiles, Wp = pl->Wp;
+    #pragma omp parallel num_threads(pl->threads)
+    {
+        float *xpad = ws + (size_t)K * pl->CRS + per_thread * omp_get_thread_num();
+        float *ywide = xpad + C * pl->ldx;
+        repack_weights(wr, w, K, C, pl->RS); // (implicit barrier)
+        #pragma omp for schedule(dynamic, 1)
+        for (int it = 0; it < items; it++) {
+            int n = it / pl->nrow_tiles, p0 = (it % pl->nrow_tiles) * pl->rows;
+            int T = TN_MIN(pl->rows, pl->P - p0), Jw = T * Wp;
+            pad_tile(xpad, x + (size_t)n * C * H * W, C, H, W, pad, Wp, pl->ldx, p0 - pad,
+                     T + R - 1);
+            for (int r = 0; r < R; r++)
+                for (int s = 0; s < S; s++)
+                    sgemm_rm(0, 0, K, Jw, C, 1.0f, wr + (size_t)(r * S + s) * K * C, C,
+                             xpad + r * Wp + s, (int)pl->ldx, r || s ? 1.0f : 0.0f, ywide, Jw);
+            unwiden_tile(y + (size_t)n * K * pl->PQ, ywide, b, K, pl->PQ, pl->Q, Wp, p0, T);
+        }
+    }
+}
+
+static void backward_input_shifted(float *dx, const float *dy, const float *w, float *ws,
+                                   const conv_plan *pl, int N, int C, int H, int W, int K, int R,
+                                   int S, int pad) {
+    float *wr = ws;
+    size_t per_thread = pl->group_c * pl->ldx + (size_t)K * pl->rows * pl->Wp;
+    int items = N * pl->groups, Wp = pl->Wp;
+    #pragma omp parallel num_threads(pl->threads)
+    {
+        float *dxpad = ws + (size_t)K * pl->CRS + per_thread * omp_get_thread_num();
+        float *dywide = dxpad + pl->group_c * pl->ldx;
+        repack_weights(wr, w, K, C, pl->RS);
+        #pragma omp for schedule(dynamic, 1)
+        for (int it = 0; it < items; it++) {
+            int n = it / pl->groups, c0 = (it % pl->groups) * pl->group_c;
+            int nc = TN_MIN(pl->group_c, C - c0);
+            float *dxn = dx + (size_t)n * C * H * W;
+            // One thread walks all row tiles of (image, channel group) in
+            // order: consecutive tiles overlap by R-1 input rows in dx.
+            for (int p0 = 0; p0 < pl->P; p0 += pl->rows) {
+                int T = TN_MIN(pl->rows, pl->P - p0), Jw = T * Wp;
+                widen_tile(dywide, dy + (size_t)n * K * pl->PQ, K, pl->PQ, pl->Q, Wp, p0, T);
+                for (int c = 0; c < nc; c++) memset(dxpad + c * pl->ldx, 0, sizeof(float) * pl->ldx);
+                // Rows c0.. of W_rs^T (C, K): columns c0.. of wr[rs] (K, C).
+                for (int r = 0; r < R; r++)
+                    for (int s = 0; s < S; s++)
+                        sgemm_rm(1, 0, nc, Jw, K, 1.0f, wr + (size_t)(r * S + s) * K * C + c0, C,
+                                 dywide, Jw, 1.0f, dxpad + r * Wp + s, (int)pl->ldx);
+                // dx[c][ih][iw] += dxpad[c][u][iw + pad], ih = p0 - pad + u.
+                for (int c = 0; c < nc; c++)
+                    for (int u = 0; u < T + R - 1; u++) {
+                        int ih = p0 - pad + u;
+                        if (ih < 0 || ih >= H) continue;
+                        scatter_add_row(dxn + ((size_t)(c0 + c) * H + ih) * W,
+                                        dxpad + c * pl->ldx + (size_t)u * Wp + pad, W, 1);
+                    }
+            }
+        }
+    }
+}
+
+// --- the three kernels ------------------------------------------------------
+
 int conv2d_forward(float *y, const float *x, const float *w, const float *b,
                    int N, int C, int H, int W, int K, int R, int S, int stride, int pad) {
     // y is (N, K, P, Q); x is (N, C, H, W); w is (K, C, R, S); b is (K,) or NULL
     conv_plan pl = make_plan(N, C, H, W, K, R, S, stride, pad);
     float *ws = NULL;
-    size_t per_thread = pl.pointwise ? 0 : (size_t)pl.CRS * pl.tile;
-    if (per_thread && !(ws = malloc(sizeof(float) * per_thread * pl.threads))) return TN_ENOMEM;
-    int items = N * pl.ntiles;
+    size_t total = plan_floats(&pl, 0, N, K);
+    if (total && !(ws = malloc(sizeof(float) * total))) return TN_ENOMEM;
     blas_serial_begin();
-    #pragma omp parallel num_threads(pl.threads)
-    {
-        float *col = ws ? ws + per_thread * omp_get_thread_num() : NULL;
-        #pragma omp for schedule(dynamic, 1)
-        for (int it = 0; it < items; it++) {
-            int n = it / pl.ntiles, j0 = (it % pl.ntiles) * pl.tile;
-            int J = TN_MIN(pl.tile, pl.PQ - j0);
-            const float *xn = x + (size_t)n * C * H * W;
-            float *yn = y + (size_t)n * K * pl.PQ + j0;
-            if (pl.pointwise) {
-                sgemm_rm(0, 0, K, J, C, 1.0f, w, C, xn + j0, H * W, 0.0f, yn, pl.PQ);
-            } else {
-                im2col_tile(col, xn, C, H, W, R, S, stride, pad, pl.Q, j0, J);
-                sgemm_rm(0, 0, K, J, pl.CRS, 1.0f, w, pl.CRS, col, J, 0.0f, yn, pl.PQ);
-            }
-            if (b)
-                for (int k = 0; k < K; k++) {
-                    float bk = b[k], *yk = yn + (size_t)k * pl.PQ;
-                    for (int j = 0; j < J; j++) yk[j] += bk;
+    if (pl.shifted) {
+        forward_shifted(y, x, w, b, ws, &pl, N, C, H, W, K, R, S, pad);
+    } else {
+        size_t per_thread = (size_t)pl.CRS * pl.tile;
+        int items = N * pl.ntiles;
+        #pragma omp parallel num_threads(pl.threads)
+        {
+            float *col = ws ? ws + per_thread * omp_get_thread_num() : NULL;
+            #pragma omp for schedule(dynamic, 1)
+            for (int it = 0; it < items; it++) {
+                int n = it / pl.ntiles, j0 = (it % pl.ntiles) * pl.tile;
+                int J = TN_MIN(pl.tile, pl.PQ - j0);
+                const float *xn = x + (size_t)n * C * H * W;
+                float *yn = y + (size_t)n * K * pl.PQ + j0;
+                if (pl.pointwise) {
+                    sgemm_rm(0, 0, K, J, C, 1.0f, w, C, xn + j0, H * W, 0.0f, yn, pl.PQ);
+                } else {
+                    im2col_tile(col, xn, C, H, W, R, S, stride, pad, pl.Q, j0, J);
+                    sgemm_rm(0, 0, K, J, pl.CRS, 1.0f, w, pl.CRS, col, J, 0.0f, yn, pl.PQ);
                 }
+                if (b)
+                    for (int k = 0; k < K; k++) {
+                        float bk = b[k], *yk = yn + (size_t)k * pl.PQ;
+                        for (int j = 0; j < J; j++) yk[j] += bk;
+                    }
+            }
         }
     }
     blas_serial_end();
@@ -265,32 +457,37 @@ int conv2d_backward_input(float *dx, const float *dy, const float *w,
                           int N, int C, int H, int W, int K, int R, int S, int stride, int pad) {
     // dx is (N, C, H, W), accumulated; dy is (N, K, P, Q); w is (K, C, R, S)
     conv_plan pl = make_plan(N, C, H, W, K, R, S, stride, pad);
-    size_t per_thread = (size_t)pl.group_c * pl.RS * pl.tile;
-    float *ws = malloc(sizeof(float) * per_thread * pl.threads);
-    if (!ws) return TN_ENOMEM;
-    int items = N * pl.groups;
+    float *ws = NULL;
+    size_t total = plan_floats(&pl, 1, N, K);
+    if (total && !(ws = malloc(sizeof(float) * total))) return TN_ENOMEM;
     blas_serial_begin();
-    #pragma omp parallel num_threads(pl.threads)
-    {
-        float *dcol = ws + per_thread * omp_get_thread_num();
-        #pragma omp for schedule(dynamic, 1)
-        for (int it = 0; it < items; it++) {
-            int n = it / pl.groups, c0 = (it % pl.groups) * pl.group_c;
-            int nc = TN_MIN(pl.group_c, C - c0);
-            const float *dyn = dy + (size_t)n * K * pl.PQ;
-            float *dxn = dx + (size_t)n * C * H * W;
-            // Rows c0*R*S .. of W^T: columns of w (K, C*R*S) from c0*R*S on.
-            const float *wt = w + (size_t)c0 * pl.RS;
-            for (int j0 = 0; j0 < pl.PQ; j0 += pl.tile) {
-                int J = TN_MIN(pl.tile, pl.PQ - j0);
-                if (pl.pointwise) {
-                    // dx_n[c0:c0+nc, j0:j0+J] += W^T @ dy tile, straight into dx.
-                    sgemm_rm(1, 0, nc, J, K, 1.0f, wt, pl.CRS, dyn + j0, pl.PQ, 1.0f,
-                             dxn + (size_t)c0 * H * W + j0, H * W);
-                } else {
-                    sgemm_rm(1, 0, nc * pl.RS, J, K, 1.0f, wt, pl.CRS, dyn + j0, pl.PQ, 0.0f,
-                             dcol, J);
-                    col2im_tile(dxn, dcol, c0, nc, H, W, R, S, stride, pad, pl.Q, j0, J);
+    if (pl.shifted) {
+        backward_input_shifted(dx, dy, w, ws, &pl, N, C, H, W, K, R, S, pad);
+    } else {
+        size_t per_thread = (size_t)pl.group_c * pl.RS * pl.tile;
+        int items = N * pl.groups;
+        #pragma omp parallel num_threads(pl.threads)
+        {
+            float *dcol = ws ? ws + per_thread * omp_get_thread_num() : NULL;
+            #pragma omp for schedule(dynamic, 1)
+            for (int it = 0; it < items; it++) {
+                int n = it / pl.groups, c0 = (it % pl.groups) * pl.group_c;
+                int nc = TN_MIN(pl.group_c, C - c0);
+                const float *dyn = dy + (size_t)n * K * pl.PQ;
+                float *dxn = dx + (size_t)n * C * H * W;
+                // Rows c0*R*S .. of W^T: columns of w (K, C*R*S) from c0*R*S on.
+                const float *wt = w + (size_t)c0 * pl.RS;
+                for (int j0 = 0; j0 < pl.PQ; j0 += pl.tile) {
+                    int J = TN_MIN(pl.tile, pl.PQ - j0);
+                    if (pl.pointwise) {
+                        // dx_n[c0:c0+nc, j0:j0+J] += W^T @ dy tile, straight into dx.
+                        sgemm_rm(1, 0, nc, J, K, 1.0f, wt, pl.CRS, dyn + j0, pl.PQ, 1.0f,
+                                 dxn + (size_t)c0 * H * W + j0, H * W);
+                    } else {
+                        sgemm_rm(1, 0, nc * pl.RS, J, K, 1.0f, wt, pl.CRS, dyn + j0, pl.PQ,
+                                 0.0f, dcol, J);
+                        col2im_tile(dxn, dcol, c0, nc, H, W, R, S, stride, pad, pl.Q, j0, J);
+                    }
                 }
             }
         }
@@ -300,62 +497,67 @@ int conv2d_backward_input(float *dx, const float *dy, const float *w,
     return TN_OK;
 }
 
+// db[k] += sum of dy over images and positions, in float64: a 256x256 map
+// adds 65536 terms per image.
+static void bias_grad(float *db, const float *dy, int N, int K, int PQ) {
+    #pragma omp parallel for schedule(static)
+    for (int k = 0; k < K; k++) {
+        double s = 0.0;
+        for (int n = 0; n < N; n++) {
+            const float *d = dy + ((size_t)n * K + k) * PQ;
+            for (int j = 0; j < PQ; j++) s += d[j];
+        }
+        db[k] += (float)s;
+    }
+}
+
 int conv2d_backward_weight(float *dw, float *db, const float *dy, const float *x,
                            int N, int C, int H, int W, int K, int R, int S, int stride, int pad) {
     // dw is (K, C, R, S), accumulated; db is (K,) or NULL, accumulated;
     // dy is (N, K, P, Q); x is (N, C, H, W)
     conv_plan pl = make_plan(N, C, H, W, K, R, S, stride, pad);
-    size_t col_floats = pl.pointwise ? 0 : (size_t)pl.CRS * pl.tile;
-    size_t acc_floats = (size_t)K * pl.CRS;
     int threads = weight_threads(&pl, N);
     size_t total = plan_floats(&pl, 2, N, K);
     float *ws = NULL;
     if (total && !(ws = malloc(sizeof(float) * total))) return TN_ENOMEM;
-    int items = N * pl.ntiles;
     blas_serial_begin();
-    #pragma omp parallel num_threads(threads)
     {
-        int tid = omp_get_thread_num();
-        float *col = col_floats ? ws + col_floats * tid : NULL;
-        float *acc = tid == 0 ? dw : ws + col_floats * threads + acc_floats * (tid - 1);
-        if (tid) memset(acc, 0, sizeof(float) * acc_floats);
-        #pragma omp for schedule(dynamic, 1)
-        for (int it = 0; it < items; it++) {
-            int n = it / pl.ntiles, j0 = (it % pl.ntiles) * pl.tile;
-            int J = TN_MIN(pl.tile, pl.PQ - j0);
-            const float *xn = x + (size_t)n * C * H * W;
-            const float *dyn = dy + (size_t)n * K * pl.PQ + j0;
-            if (pl.pointwise) {
-                sgemm_rm(0, 1, K, C, J, 1.0f, dyn, pl.PQ, xn + j0, H * W, 1.0f, acc, C);
-            } else {
-                im2col_tile(col, xn, C, H, W, R, S, stride, pad, pl.Q, j0, J);
-                sgemm_rm(0, 1, K, pl.CRS, J, 1.0f, dyn, pl.PQ, col, J, 1.0f, acc, pl.CRS);
-            }
-        }
-        // (implicit barrier: every private sum is complete)
-        if (threads > 1) {
-            const float *priv = ws + col_floats * threads;
-            #pragma omp for schedule(static)
-            for (size_t i = 0; i < acc_floats; i++) {
-                float s = 0.0f;
-                for (int t = 0; t < threads - 1; t++) s += priv[acc_floats * t + i];
-                dw[i] += s;
-            }
-        }
-        // db[k] += sum of dy over images and positions, in float64: a 256x256
-        // map adds 65536 terms per image.
-        if (db) {
-            #pragma omp for schedule(static)
-            for (int k = 0; k < K; k++) {
-                double s = 0.0;
-                for (int n = 0; n < N; n++) {
-                    const float *d = dy + ((size_t)n * K + k) * pl.PQ;
-                    for (int j = 0; j < pl.PQ; j++) s += d[j];
+        size_t col_floats = pl.pointwise ? 0 : (size_t)pl.CRS * pl.tile;
+        size_t acc_floats = (size_t)K * pl.CRS;
+        int items = N * pl.ntiles;
+        #pragma omp parallel num_threads(threads)
+        {
+            int tid = omp_get_thread_num();
+            float *col = col_floats ? ws + col_floats * tid : NULL;
+            // Thread 0 sums into dw itself, the others into private buffers.
+            float *acc = tid == 0 ? dw : ws + col_floats * threads + acc_floats * (tid - 1);
+            if (tid) memset(acc, 0, sizeof(float) * acc_floats);
+            #pragma omp for schedule(dynamic, 1)
+            for (int it = 0; it < items; it++) {
+                int n = it / pl.ntiles, j0 = (it % pl.ntiles) * pl.tile;
+                int J = TN_MIN(pl.tile, pl.PQ - j0);
+                const float *xn = x + (size_t)n * C * H * W;
+                const float *dyn = dy + (size_t)n * K * pl.PQ + j0;
+                if (pl.pointwise) {
+                    sgemm_rm(0, 1, K, C, J, 1.0f, dyn, pl.PQ, xn + j0, H * W, 1.0f, acc, C);
+                } else {
+                    im2col_tile(col, xn, C, H, W, R, S, stride, pad, pl.Q, j0, J);
+                    sgemm_rm(0, 1, K, pl.CRS, J, 1.0f, dyn, pl.PQ, col, J, 1.0f, acc, pl.CRS);
                 }
-                db[k] += (float)s;
+            }
+            // (implicit barrier: every private sum is complete)
+            if (threads > 1) {
+                const float *priv = ws + col_floats * threads;
+                #pragma omp for schedule(static)
+                for (size_t i = 0; i < acc_floats; i++) {
+                    float s = 0.0f;
+                    for (int t = 0; t < threads - 1; t++) s += priv[acc_floats * t + i];
+                    dw[i] += s;
+                }
             }
         }
     }
+    if (db) bias_grad(db, dy, N, K, pl.PQ);
     blas_serial_end();
     free(ws);
     return TN_OK;
