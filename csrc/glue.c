@@ -85,15 +85,27 @@ PyArrayObject *tn_f32(PyObject *obj, const char *op, const char *name, int ndim,
 }
 
 PyArrayObject *tn_as(PyObject *obj, int type, const char *op, const char *name) {
-    PyArrayObject *a = (PyArrayObject *)PyArray_FROM_OTF(obj, type, NPY_ARRAY_IN_ARRAY);
-    if (!a) {
-        char got[160];
-        PyObject *et, *ev, *tb;
-        PyErr_Fetch(&et, &ev, &tb);
-        PyErr_Format(PyExc_TypeError, "%s: %s cannot be converted to %s, got %s", op, name,
-                     PyArray_DescrFromType(type)->typeobj->tp_name, tn_describe(obj, got, sizeof got));
-        Py_XDECREF(et); Py_XDECREF(ev); Py_XDECREF(tb);
+    char got[160];
+    PyArrayObject *raw = (PyArrayObject *)PyArray_FROM_O(obj);
+    if (!raw) {
+        PyErr_Clear();
+        PyErr_Format(PyExc_TypeError, "%s: %s must be a real array, got %s", op, name,
+                     tn_describe(obj, got, sizeof got));
+        return NULL;
     }
+    // Real kinds only (bool, integer, float): complex, object or string arrays
+    // would "convert" with a silent loss or a confusing numpy message.
+    if (!(PyArray_ISBOOL(raw) || PyArray_ISINTEGER(raw) || PyArray_ISFLOAT(raw))) {
+        PyErr_Format(PyExc_TypeError, "%s: %s cannot be converted to %s (must be a real array), "
+                     "got %s", op, name, PyArray_DescrFromType(type)->typeobj->tp_name,
+                     tn_describe((PyObject *)raw, got, sizeof got));
+        Py_DECREF(raw);
+        return NULL;
+    }
+    // FORCECAST: float64 -> float32 is what evaluation-side callers want.
+    PyArrayObject *a = (PyArrayObject *)PyArray_FROM_OTF((PyObject *)raw, type,
+                                                         NPY_ARRAY_IN_ARRAY | NPY_ARRAY_FORCECAST);
+    Py_DECREF(raw);
     return a;
 }
 

@@ -38,9 +38,10 @@ const char *tn_describe(PyObject *obj, char *buf, size_t n);
 PyArrayObject *tn_f32(PyObject *obj, const char *op, const char *name, int ndim,
                       const char *expect);
 
-// Lenient input (metrics, scoring): any array-like, converted (copied only
-// when needed: non-contiguous, byte-swapped, other dtype) to a C-contiguous
-// aligned array of `type`. Never writes to the caller's data.
+// Lenient input (metrics, scoring): any real array-like (bool, integer,
+// float), converted (copied only when needed: non-contiguous, byte-swapped,
+// other dtype; float64 -> float32 is forced) to a C-contiguous aligned array
+// of `type`. Never writes to the caller's data. TypeError otherwise.
 PyArrayObject *tn_as(PyObject *obj, int type, const char *op, const char *name);
 
 // Check dims against `dims` (entries < 0 match anything); on mismatch raise

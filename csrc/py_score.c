@@ -1,7 +1,7 @@
 // Glue of the scoring family (csrc/score/, DESIGN.md §1.7): feature
 // distances, bilinear upsampling, Gaussian filter, box pooling / image score,
 // the map combination F. Evaluation-side, so inputs are converted leniently
-// (tn_as: any array-like, any real dtype, copied only when needed); outputs
+// (tn_as: any real array-like, copied only when needed); outputs
 // are fresh float32 arrays. The GIL is released around each kernel.
 #include "glue.h"
 
@@ -11,31 +11,13 @@
 #include "score/score.h"
 
 // obj as a C-contiguous float32 array with `ndim` dims, none of size zero.
-// Any real array-like is accepted (bool, integer, float16/32/64, any byte
-// order or strides) and cast to float32: scores are evaluation-side, where a
-// float64 map from numpy is normal. (tn_as alone refuses float64 -> float32,
-// an unsafe cast, so the cast is forced here after a dtype-kind check.)
+// Any real array-like is accepted (tn_as: bool, integer, float16/32/64, any
+// byte order or strides, cast to float32): scores are evaluation-side, where
+// a float64 map from numpy is normal.
 static PyArrayObject *score_in(PyObject *obj, const char *op, const char *name, int ndim,
                                const char *expect) {
     char got[160];
-    PyArrayObject *raw = (PyArrayObject *)PyArray_FROM_O(obj);
-    if (!raw) {
-        PyErr_Clear();
-        PyErr_Format(PyExc_TypeError, "%s: %s must be a real array %s, got %s", op, name, expect,
-                     tn_describe(obj, got, sizeof got));
-        return NULL;
-    }
-    int kind_ok = PyArray_ISBOOL(raw) || PyArray_ISINTEGER(raw) || PyArray_ISFLOAT(raw);
-    if (!kind_ok) {
-        PyErr_Format(PyExc_TypeError, "%s: %s cannot be converted to float32 (must be a real "
-                     "array %s), got %s", op, name, expect,
-                     tn_describe((PyObject *)raw, got, sizeof got));
-        Py_DECREF(raw);
-        return NULL;
-    }
-    PyArrayObject *a = (PyArrayObject *)PyArray_FROM_OTF((PyObject *)raw, NPY_FLOAT32,
-                                                         NPY_ARRAY_IN_ARRAY | NPY_ARRAY_FORCECAST);
-    Py_DECREF(raw);
+    PyArrayObject *a = tn_as(obj, NPY_FLOAT32, op, name);
     if (!a) return NULL;
     int ok = ndim < 0 ? PyArray_NDIM(a) >= 1 : PyArray_NDIM(a) == ndim;
     for (int i = 0; ok && i < PyArray_NDIM(a); i++) ok = PyArray_DIM(a, i) > 0;
