@@ -70,7 +70,8 @@ static PyArrayObject *as_labels(PyObject *obj, const char *op, const char *name)
 
 static void raise_status(int status, const char *op, const char *name) {
     if (status == TN_ENAN) PyErr_Format(PyExc_ValueError, "%s: %s contains NaN or inf", op, name);
-    else if (status == TN_EINVAL) PyErr_Format(PyExc_ValueError, "%s: %s is too large", op, name);
+    else if (status == TN_EINVAL)
+        PyErr_Format(PyExc_ValueError, "%s: %s has 2^32 or more elements (not supported)", op, name);
     else tn_error(status, op);
 }
 

@@ -35,117 +35,157 @@ static inline uint32_t key_bucket(uint64_t k, int f64, int bits) {
     return (uint32_t)(k >> ((f64 ? 64 : 32) - bits));
 }
 
+static int any_set(const uint8_t *m, int64_t n) {
+    for (int64_t i = 0; i < n; i++)
+        if (m[i]) return 1;
+    return 0;
+}
+
 int pro_sort(pro_sorted *s, const void *maps, int f64, const uint8_t *masks, int64_t N,
              int64_t H, int64_t W, double max_fpr) {
     *s = (pro_sorted){.f64 = f64, .max_fpr = max_fpr};
     const int64_t HW = H * W;
     if (N < 0 || H < 0 || W < 0 || HW >= INT32_MAX || !(max_fpr > 0)) return TN_EINVAL;
     const size_t ks = f64 ? 8 : 4;
-    const int nt = N * HW < PAR_MIN ? 1 : omp_get_max_threads();
-    // 2^16 buckets resolve float32 scores to 1/128 (sign, exponent and 7
-    // mantissa bits); small inputs make do with fewer.
+    // The images are cut into P chunks of whole images, one per thread;
+    // both passes use the same chunks, so the counts of pass 1 give every
+    // chunk its output offsets in pass 2.
+    const int P = N * HW < PAR_MIN ? 1 : (int)TN_MIN(omp_get_max_threads(), N);
+    // Histogram buckets: the top cb bits of a key. 2^16 resolve float32
+    // scores to 1/128 (sign, exponent and 7 mantissa bits).
     const int cb = N * HW < (1 << 20) ? 10 : 16;
+    const int64_t nb = (int64_t)1 << cb;
     int status = TN_OK;
-    // Per image (entry b + 1): anomalous pixels, kept normal and anomalous
-    // pixels, regions; prefix sums of them give each image's offsets.
-    int64_t *all_at = calloc((size_t)N + 1, sizeof *all_at);
-    int64_t *norm_at = calloc((size_t)N + 1, sizeof *norm_at);
-    int64_t *anom_at = calloc((size_t)N + 1, sizeof *anom_at);
-    int64_t *reg_at = calloc((size_t)N + 1, sizeof *reg_at);
-    int64_t *hist = calloc((size_t)nt << cb, sizeof *hist);
-    uint32_t *lab_all = NULL, *ptmp = NULL;
-    int64_t *size = NULL;
+    int64_t *hist = calloc((size_t)(2 * P * nb), sizeof *hist);  // [P][2][nb]
+    // Per chunk (entry c + 1): anomalous pixels, kept normal and anomalous
+    // pixels, regions; their prefix sums are the chunk offsets.
+    int64_t *all_at = calloc((size_t)P + 1, sizeof *all_at);
+    int64_t *norm_at = calloc((size_t)P + 1, sizeof *norm_at);
+    int64_t *anom_at = calloc((size_t)P + 1, sizeof *anom_at);
+    int64_t *reg_at = calloc((size_t)P + 1, sizeof *reg_at);
+    uint32_t *size = NULL, *ptmp = NULL;
     void *tmp = NULL;
-    if (!all_at || !norm_at || !anom_at || !reg_at || !hist) {
+    if (!hist || !all_at || !norm_at || !anom_at || !reg_at) {
         status = TN_ENOMEM;
         goto exit;
     }
 
-    // Pass 1: anomalous pixels per image, finiteness, and a histogram of
-    // the normal pixels' keys by their top bits.
+    // Pass 1: finiteness, and per chunk histograms of the normal and of the
+    // anomalous pixels' keys.
     int bad = 0;
-#pragma omp parallel num_threads(nt) reduction(| : bad)
-    {
-        int64_t *h = hist + ((int64_t)omp_get_thread_num() << cb);
-#pragma omp for schedule(static)
-        for (int64_t b = 0; b < N; b++) {
+#pragma omp parallel for num_threads(P) schedule(static, 1) reduction(| : bad)
+    for (int c = 0; c < P; c++) {
+        int64_t *hn = hist + 2 * c * nb, *ha = hn + nb;
+        for (int64_t b = N * c / P; b < N * (c + 1) / P; b++) {
             const uint8_t *m = masks + b * HW;
-            int64_t a = 0;
             if (f64) {
                 const double *x = (const double *)maps + b * HW;
                 for (int64_t i = 0; i < HW; i++) {
                     bad |= !finite_f64(x[i]);
-                    if (m[i]) a++; else h[key_bucket(key_f64(x[i]), 1, cb)]++;
+                    (m[i] ? ha : hn)[key_bucket(key_f64(x[i]), 1, cb)]++;
                 }
             } else {
                 const float *x = (const float *)maps + b * HW;
                 for (int64_t i = 0; i < HW; i++) {
                     bad |= !finite_f32(x[i]);
-                    if (m[i]) a++; else h[key_bucket(key_f32(x[i]), 0, cb)]++;
+                    (m[i] ? ha : hn)[key_bucket(key_f32(x[i]), 0, cb)]++;
                 }
             }
-            all_at[b + 1] = a;
         }
     }
     if (bad) {
         status = TN_ENAN;
         goto exit;
     }
-    for (int64_t b = 0; b < N; b++) all_at[b + 1] += all_at[b];
-    const int64_t nanom_all = all_at[N], nnorm_all = N * HW - nanom_all;
+    int64_t nnorm_all = 0;
+    for (int c = 0; c < P; c++)
+        for (int64_t k = 0; k < nb; k++) nnorm_all += hist[2 * c * nb + k];
 
     // The sweep to max_fpr stops at the first point with FP / nnorm >
     // max_fpr, i.e. once `need` normal pixels are passed. Pixels in buckets
     // after the one holding the need-th smallest normal key are never
     // reached (equal keys share a bucket), so they are not kept.
-    uint32_t cut = UINT32_MAX;
+    int64_t cut = nb - 1;
     if (nnorm_all > 0) {
         int64_t need = (int64_t)floor(max_fpr * (double)nnorm_all);
         while (need > 0 && (double)(need - 1) / (double)nnorm_all > max_fpr) need--;
         while (need <= nnorm_all && (double)need / (double)nnorm_all <= max_fpr) need++;
-        if (need <= nnorm_all) {
-            int64_t cum = 0;
-            for (uint32_t k = 0; k < (1u << cb); k++) {
-                for (int t = 0; t < nt; t++) cum += hist[((int64_t)t << cb) + k];
-                if (cum >= need) {
-                    cut = k;
-                    break;
-                }
+        for (int64_t k = 0, cum = 0; k < nb && need <= nnorm_all; k++) {
+            for (int c = 0; c < P; c++) cum += hist[2 * c * nb + k];
+            if (cum >= need) {
+                cut = k;
+                break;
             }
         }
     }
+    for (int c = 0; c < P; c++) {
+        const int64_t *hn = hist + 2 * c * nb, *ha = hn + nb;
+        int64_t kn = 0, ka = 0, a = 0;
+        for (int64_t k = 0; k < nb; k++) {
+            if (k <= cut) kn += hn[k], ka += ha[k];
+            a += ha[k];
+        }
+        norm_at[c + 1] = norm_at[c] + kn;
+        anom_at[c + 1] = anom_at[c] + ka;
+        all_at[c + 1] = all_at[c] + a;
+    }
     free(hist);
     hist = NULL;
-
-    // Pass 2: label each mask (8-connected), keeping every anomalous
-    // pixel's image-local region in lab_all; count the kept pixels.
-    lab_all = malloc(sizeof *lab_all * (size_t)TN_MAX(nanom_all, 1));
-    if (!lab_all) {
+    s->nnorm_all = nnorm_all;
+    s->nnorm = norm_at[P];
+    s->nanom = anom_at[P];
+    s->norm = malloc(ks * (size_t)TN_MAX(s->nnorm, 1));
+    s->anom = malloc(ks * (size_t)TN_MAX(s->nanom, 1));
+    s->region = malloc(sizeof *s->region * (size_t)TN_MAX(s->nanom, 1));
+    // Region sizes, at most one region per anomalous pixel: chunk c writes
+    // its own from all_at[c] on.
+    size = malloc(sizeof *size * (size_t)TN_MAX(all_at[P], 1));
+    if (!s->norm || !s->anom || !s->region || !size) {
         status = TN_ENOMEM;
         goto exit;
     }
+
+    // Pass 2: label each mask (8-connected) and write the kept keys, with
+    // region ids counted from the chunk's first region.
     int nomem = 0;
-#pragma omp parallel num_threads(nt) reduction(| : nomem)
-    {
+#pragma omp parallel for num_threads(P) schedule(static, 1) reduction(| : nomem)
+    for (int c = 0; c < P; c++) {
         int32_t *lab = malloc(sizeof *lab * (size_t)TN_MAX(HW, 1));
         int32_t *parent = malloc(sizeof *parent * (size_t)(HW + 1));
-        if (!lab || !parent) nomem = 1;
-#pragma omp for schedule(dynamic, 1)
-        for (int64_t b = 0; b < N; b++) {
-            if (nomem) continue;
+        int64_t p = norm_at[c], q = anom_at[c];
+        uint32_t regions = 0, *sz = size + all_at[c];
+        if (!lab || !parent) {
+            nomem = 1;
+            goto done;
+        }
+        for (int64_t b = N * c / P; b < N * (c + 1) / P; b++) {
             const uint8_t *m = masks + b * HW;
-            int64_t q = all_at[b], kn = 0, ka = 0;
-            if (all_at[b + 1] > q) reg_at[b + 1] = label8(lab, parent, m, H, W);
+            int32_t count = 0;
+            if (any_set(m, HW)) {
+                count = label8(lab, parent, m, H, W);
+                for (int32_t r = 0; r < count; r++) sz[regions + r] = 0;
+            }
             for (int64_t i = 0; i < HW; i++) {
                 uint64_t k = f64 ? key_f64(((const double *)maps)[b * HW + i])
                                  : key_f32(((const float *)maps)[b * HW + i]);
                 int keep = key_bucket(k, f64, cb) <= cut;
-                if (m[i]) lab_all[q++] = (uint32_t)lab[i], ka += keep;
-                else kn += keep;
+                if (m[i]) {
+                    uint32_t r = regions + (uint32_t)lab[i] - 1;  // labels are 1-based
+                    sz[r]++;
+                    if (keep) {
+                        if (f64) ((uint64_t *)s->anom)[q] = k;
+                        else ((uint32_t *)s->anom)[q] = (uint32_t)k;
+                        s->region[q++] = r;
+                    }
+                } else if (keep) {
+                    if (f64) ((uint64_t *)s->norm)[p++] = k;
+                    else ((uint32_t *)s->norm)[p++] = (uint32_t)k;
+                }
             }
-            norm_at[b + 1] = kn;
-            anom_at[b + 1] = ka;
+            regions += (uint32_t)count;
         }
+        reg_at[c + 1] = regions;
+    done:
         free(lab);
         free(parent);
     }
@@ -153,53 +193,21 @@ int pro_sort(pro_sorted *s, const void *maps, int f64, const uint8_t *masks, int
         status = TN_ENOMEM;
         goto exit;
     }
-    for (int64_t b = 0; b < N; b++) {
-        norm_at[b + 1] += norm_at[b];
-        anom_at[b + 1] += anom_at[b];
-        reg_at[b + 1] += reg_at[b];
-    }
-    s->nnorm_all = nnorm_all;
-    s->nnorm = norm_at[N];
-    s->nanom = anom_at[N];
-    s->nregions = reg_at[N];
-    s->norm = malloc(ks * (size_t)TN_MAX(s->nnorm, 1));
-    s->anom = malloc(ks * (size_t)TN_MAX(s->nanom, 1));
-    s->region = malloc(sizeof *s->region * (size_t)TN_MAX(s->nanom, 1));
+    // Global region ids and sizes.
+    for (int c = 0; c < P; c++) reg_at[c + 1] += reg_at[c];
+    s->nregions = reg_at[P];
     s->inv_size = malloc(sizeof *s->inv_size * (size_t)TN_MAX(s->nregions, 1));
-    size = calloc((size_t)TN_MAX(s->nregions, 1), sizeof *size);
-    if (!s->norm || !s->anom || !s->region || !s->inv_size || !size) {
+    if (!s->inv_size) {
         status = TN_ENOMEM;
         goto exit;
     }
-
-    // Pass 3: write the kept keys, with global (0-based) region ids, and
-    // count the pixels of every region (each image owns its id range).
-#pragma omp parallel for num_threads(nt) schedule(static)
-    for (int64_t b = 0; b < N; b++) {
-        const uint8_t *m = masks + b * HW;
-        int64_t p = norm_at[b], q = anom_at[b], qa = all_at[b];
-        const int64_t r0 = reg_at[b] - 1;
-        for (int64_t i = 0; i < HW; i++) {
-            uint64_t k = f64 ? key_f64(((const double *)maps)[b * HW + i])
-                             : key_f32(((const float *)maps)[b * HW + i]);
-            int keep = key_bucket(k, f64, cb) <= cut;
-            if (m[i]) {
-                int64_t r = r0 + lab_all[qa++];
-                size[r]++;
-                if (keep) {
-                    if (f64) ((uint64_t *)s->anom)[q] = k;
-                    else ((uint32_t *)s->anom)[q] = (uint32_t)k;
-                    s->region[q++] = (uint32_t)r;
-                }
-            } else if (keep) {
-                if (f64) ((uint64_t *)s->norm)[p++] = k;
-                else ((uint32_t *)s->norm)[p++] = (uint32_t)k;
-            }
-        }
+    for (int c = 0; c < P; c++) {
+        for (int64_t r = 0; r < reg_at[c + 1] - reg_at[c]; r++)
+            s->inv_size[reg_at[c] + r] = 1.0 / (double)size[all_at[c] + r];
+        for (int64_t q = anom_at[c]; q < anom_at[c + 1]; q++) s->region[q] += (uint32_t)reg_at[c];
     }
-    free(lab_all);
-    lab_all = NULL;
-    for (int64_t r = 0; r < s->nregions; r++) s->inv_size[r] = 1.0 / (double)size[r];
+    free(size);
+    size = NULL;
 
     tmp = malloc(ks * (size_t)TN_MAX(TN_MAX(s->nnorm, s->nanom), 1));
     ptmp = malloc(sizeof *ptmp * (size_t)TN_MAX(s->nanom, 1));
@@ -216,12 +224,11 @@ int pro_sort(pro_sorted *s, const void *maps, int f64, const uint8_t *masks, int
     }
 
 exit:
+    free(hist);
     free(all_at);
     free(norm_at);
     free(anom_at);
     free(reg_at);
-    free(hist);
-    free(lab_all);
     free(size);
     free(tmp);
     free(ptmp);
@@ -271,24 +278,41 @@ int64_t pro_curve(double *fpr, double *pro, double *thr, const pro_sorted *s) {
     return m;
 }
 
-double aupro(const pro_sorted *s, double fpr_limit) {
-    // The official trapezoid(fpr, pro, x_max): segments up to fpr_limit,
-    // then the one crossing it cut at pro interpolated linearly.
+// The official trapezoid(fpr, pro, x_max): segments up to fpr_limit, then
+// the one crossing it cut at pro interpolated linearly. Between two scores
+// of anomalous pixels the curve is flat (only the FPR moves), so each such
+// run of normal pixels is one segment y * dx, found by a plain scan: the
+// sweep does no arithmetic per normal pixel. f64 is a constant at both
+// call sites, so each gets its own loop.
+static inline double aupro_sweep(const pro_sorted *s, double limit, const int f64) {
     const double N = (double)s->nnorm_all, R = (double)s->nregions;
     int64_t i = 0, j = 0;
     ksum sum = {0, 0};
     double x0 = 0, y0 = 0, area = 0;
-    while (i < s->nnorm || j < s->nanom) {
-        next_threshold(s, &i, &j, &sum);
-        double x1 = (double)i / N, y1 = fmin((sum.sum + sum.c) / R, 1.0);
-        if (x1 > fpr_limit) {
-            double y = y0 + (y1 - y0) * (fpr_limit - x0) / (x1 - x0);
-            area += 0.5 * (y + y0) * (fpr_limit - x0);
-            break;
+    for (;;) {
+        uint64_t ka = j < s->nanom ? key_at(s->anom, f64, j) : UINT64_MAX;
+        while (i < s->nnorm && key_at(s->norm, f64, i) < ka) i++;
+        double x1 = (double)i / N;
+        if (x1 >= limit) return (area + y0 * (limit - x0)) / limit;
+        area += y0 * (x1 - x0);
+        x0 = x1;
+        if (j == s->nanom) return area / limit;  // unreachable: the last x is 1
+        // The tie group at ka: anomalous pixels and any normal ones.
+        while (i < s->nnorm && key_at(s->norm, f64, i) == ka) i++;
+        while (j < s->nanom && key_at(s->anom, f64, j) == ka)
+            ksum_add(&sum, s->inv_size[s->region[j++]]);
+        x1 = (double)i / N;
+        double y1 = fmin((sum.sum + sum.c) / R, 1.0);
+        if (x1 > limit) {
+            double y = y0 + (y1 - y0) * (limit - x0) / (x1 - x0);
+            return (area + 0.5 * (y + y0) * (limit - x0)) / limit;
         }
         area += 0.5 * (y1 + y0) * (x1 - x0);
         x0 = x1, y0 = y1;
-        if (x1 == fpr_limit) break;
+        if (x1 == limit) return area / limit;
     }
-    return area / fpr_limit;
+}
+
+double aupro(const pro_sorted *s, double fpr_limit) {
+    return s->f64 ? aupro_sweep(s, fpr_limit, 1) : aupro_sweep(s, fpr_limit, 0);
 }
