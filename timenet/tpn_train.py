@@ -1,0 +1,195 @@
+"""Training the timestep-perceptive network (paper Algorithm 2, DESIGN.md §1.5).
+
+    model = TimeNetModel(denoiser, TPN.for_denoiser(denoiser))
+    losses = train_tpn(model, (x, c), steps=2000, batch_size=8, ckpt_dir="run/tpn")
+
+Each step: a batch of normal images x1 and class ids c from `data` (the
+flow module's protocol: `sample_batch(rng, n)`, or a tuple (x, c)); the
+synthesizer (DRAEM-style, timenet.anomaly) makes x_aug from x1 (about half
+stay clean); x0 ~ N(0, I); x_t = t x_aug + (1 - t) x0; the model's one-step
+reconstruction x1_hat = x_t + (1 - T) v(x_t, t, c, inject = TPN features);
+loss = MSE(x1_hat, x1) + perceptual_weight * perceptual(x1_hat, x1) against
+the CLEAN image. Only the TPN's parameters are optimised; the denoiser is
+frozen (requires_grad False, restored afterwards) and its parameters are
+checked bit-identical at the end (RuntimeError otherwise).
+
+One generator, np.random.default_rng(seed), draws the batches, the
+synthetic anomalies and the noise, in that order per step; checkpoints
+(timenet.checkpoint, stage "tpn", the TPN's weights only) save it with the
+AdamW state and the losses, so resume=True repeats the uninterrupted run's
+losses and weights exactly (as flow.train_flow). A checkpoint also records
+a digest of the denoiser's parameters, and resuming against another
+denoiser raises ValueError.
+"""
+import hashlib
+import math
+import os
+import time
+
+import numpy as np
+
+from .autograd import Tensor
+from .flow import _as_data
+from .nn import functional as F
+from .nn.utils import clip_grad_norm_
+from .optim import AdamW
+
+__all__ = ["train_tpn", "params_digest", "tpn_loss"]
+
+
+def params_digest(module):
+    """A hex digest of every parameter's name, shape and bytes."""
+    h = hashlib.blake2b(digest_size=16)
+    for name, p in module.named_parameters():
+        h.update(name.encode())
+        h.update(str(p.data.shape).encode())
+        h.update(np.ascontiguousarray(p.data).tobytes())
+    return h.hexdigest()
+
+
+def _ckpt_path(ckpt_dir):
+    return os.path.join(ckpt_dir, "last.safetensors")
+
+
+def tpn_loss(model, x1, c, rng, t, synthesizer, perceptual, perceptual_weight=1.0):
+    """One batch of Algorithm 2: returns (loss Tensor, mse float, perceptual float).
+    Draws the synthetic anomalies, then x0, from rng."""
+    x1 = np.ascontiguousarray(x1, np.float32)
+    x_aug, _ = synthesizer(x1, rng)
+    x0 = rng.standard_normal(x1.shape, dtype=np.float32)
+    x_t = np.float32(t) * x_aug + np.float32(1.0 - t) * x0
+    x1_hat, _ = model(Tensor(x_t), t, c, use_tpn=True)
+    target = Tensor(x1)
+    mse = F.mse_loss(x1_hat, target)
+    if perceptual is None or perceptual_weight == 0:
+        return mse, float(mse.item()), 0.0
+    perc = perceptual(x1_hat, target)
+    return mse + perc * float(perceptual_weight), float(mse.item()), float(perc.item())
+
+
+def train_tpn(model, data, steps, batch_size, lr=1e-4, t=0.83, synthesizer=None,
+              perceptual="auto", perceptual_weight=1.0, warmup=None, grad_clip=1.0,
+              ckpt_dir=None, ckpt_every=1000, resume=False, seed=0, classes=None,
+              weight_decay=0.0, progress=True, callback=None, stage="tpn"):
+    """Train `model.tpn` (a TimeNetModel) by Algorithm 2; returns the per-step losses.
+
+    data: normal training images (flow's sample_batch protocol or (x, c)).
+    t: the diffusion timestep of the noised input (0.83, the paper's).
+    synthesizer: a timenet.anomaly.Synthesizer (default: procedural
+        textures, the images' size).
+    perceptual: a callable (x1_hat Tensor, x1 Tensor) -> scalar Tensor, a
+        kind for timenet.perceptual.Perceptual ("auto", "lpips", "ssim",
+        "none"), or None (pixel MSE only).
+    Adam(W): lr, betas (0.9, 0.999), weight_decay, warm-up over `warmup`
+    steps (default min(1000, steps // 10)), then constant; gradients clipped
+    to global norm grad_clip. ckpt_dir / ckpt_every / resume / callback as
+    flow.train_flow; classes: names stored in the checkpoint.
+    """
+    from . import checkpoint as ckpt
+    from .anomaly import Synthesizer
+    from .perceptual import Perceptual
+    data = _as_data(data)
+    steps, batch_size = int(steps), int(batch_size)
+    if steps < 0 or batch_size < 1:
+        raise ValueError(f"train_tpn: need steps >= 0 and batch_size >= 1, got {steps}, "
+                         f"{batch_size}")
+    if not 0.0 < float(t) < 1.0:
+        raise ValueError(f"train_tpn: t must lie in (0, 1), got {t}")
+    t = float(t)
+    if synthesizer is None:
+        synthesizer = Synthesizer()
+    if isinstance(perceptual, str):
+        perceptual = Perceptual(perceptual)
+    if warmup is None:
+        warmup = min(1000, steps // 10)
+    denoiser, tpn = model.denoiser, model.tpn
+    tpn_ids = {id(p) for p in tpn.parameters()}
+    if any(id(p) in tpn_ids for p in denoiser.parameters()):
+        raise ValueError("train_tpn: the TPN shares parameters with the denoiser")
+    flags = [p.requires_grad for p in denoiser.parameters()]
+    denoiser.requires_grad_(False)
+    digest = params_digest(denoiser)
+    try:
+        params = [p for p in tpn.parameters() if p.requires_grad]
+        opt = AdamW(params, lr=lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=weight_decay,
+                    warmup_steps=warmup)
+        rng = np.random.default_rng(seed)
+        losses, start = [], 0
+        if resume:
+            if ckpt_dir is None:
+                raise ValueError("train_tpn: resume=True needs ckpt_dir")
+            path = _ckpt_path(ckpt_dir)
+            if os.path.exists(path):
+                ck = ckpt.load_checkpoint(path, tpn, opt)
+                ts = ck.train_state or {}
+                if ck.stage != stage:
+                    raise ValueError(f"{path}: checkpoint is of stage {ck.stage!r}, not "
+                                     f"{stage!r}")
+                if ts.get("batch_size") != batch_size or ts.get("seed") != seed or \
+                        ts.get("t") != t:
+                    raise ValueError(f"{path}: checkpoint was trained with batch_size "
+                                     f"{ts.get('batch_size')}, seed {ts.get('seed')}, t "
+                                     f"{ts.get('t')}; got {batch_size}, {seed}, {t}")
+                if ts.get("denoiser") != digest:
+                    raise ValueError(f"{path}: checkpoint was trained against another "
+                                     f"denoiser (parameter digest differs)")
+                rng.bit_generator.state = ts["rng"]
+                losses, start = list(ck.losses), ck.step
+                if len(losses) != start:
+                    raise ValueError(f"{path}: {len(losses)} losses for step {start}")
+
+        def save(step):
+            if ckpt_dir is None:
+                return
+            state = {"rng": rng.bit_generator.state, "seed": seed, "batch_size": batch_size,
+                     "steps": steps, "t": t, "denoiser": digest, "lr": lr,
+                     "perceptual": getattr(perceptual, "kind", None if perceptual is None
+                                           else type(perceptual).__name__),
+                     "perceptual_weight": perceptual_weight}
+            ckpt.save_checkpoint(_ckpt_path(ckpt_dir), tpn, stage=stage, step=step,
+                                 classes=classes, optimizer=opt, train_state=state,
+                                 losses=losses)
+
+        try:
+            from tqdm.auto import tqdm
+            bar = tqdm(total=steps, initial=start, desc=stage, disable=not progress,
+                       dynamic_ncols=True)
+        except ImportError:  # pragma: no cover - tqdm is a dependency
+            bar = None
+        t_start, done_here = time.perf_counter(), 0
+        try:
+            for step in range(start + 1, steps + 1):
+                batch = data.sample_batch(rng, batch_size)
+                x1, c = batch[0], batch[1]
+                loss, mse, perc = tpn_loss(model, x1, c, rng, t, synthesizer, perceptual,
+                                           perceptual_weight)
+                opt.zero_grad()
+                loss.backward()
+                if grad_clip:
+                    clip_grad_norm_(params, grad_clip)
+                opt.step()
+                value = float(loss.item())
+                if not math.isfinite(value):
+                    raise FloatingPointError(f"train_tpn: loss is {value} at step {step}")
+                losses.append(value)
+                done_here += 1
+                if bar is not None:
+                    ips = done_here * batch_size / max(time.perf_counter() - t_start, 1e-9)
+                    bar.set_postfix(loss=f"{value:.4f}", mse=f"{mse:.4f}", perc=f"{perc:.4f}",
+                                    img_s=f"{ips:.1f}", refresh=False)
+                    bar.update(1)
+                if ckpt_dir is not None and (step % ckpt_every == 0 or step == steps):
+                    save(step)
+                if callback is not None:
+                    callback(step, value)
+        finally:
+            if bar is not None:
+                bar.close()
+        if ckpt_dir is not None and start >= steps and not os.path.exists(_ckpt_path(ckpt_dir)):
+            save(start)
+    finally:
+        for p, f in zip(denoiser.parameters(), flags):
+            p.requires_grad = f
+    if params_digest(denoiser) != digest:
+        raise RuntimeError("train_tpn: the denoiser's parameters changed during TPN training")
+    return losses
