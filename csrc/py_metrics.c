@@ -27,45 +27,45 @@ static PyArrayObject *as_scores(PyObject *obj, const char *op, const char *name,
 // otherwise make every label positive) and become bool, non-zero = True.
 static PyArrayObject *as_labels(PyObject *obj, const char *op, const char *name) {
     char got[160];
-    PyArrayObject *a =
-        (PyArrayObject *)PyArray_FROM_OF(obj, NPY_ARRAY_IN_ARRAY | NPY_ARRAY_NOTSWAPPED);
+    PyArrayObject *a = NULL, *ret = NULL;
+    PyObject *lo = NULL;
+    a = (PyArrayObject *)PyArray_FROM_OF(obj, NPY_ARRAY_IN_ARRAY | NPY_ARRAY_NOTSWAPPED);
     if (!a) {
         PyObject *et, *ev, *tb;
         PyErr_Fetch(&et, &ev, &tb);
         PyErr_Format(PyExc_TypeError, "%s: %s must be a bool or integer array, got %s", op, name,
                      tn_describe(obj, got, sizeof got));
         Py_XDECREF(et); Py_XDECREF(ev); Py_XDECREF(tb);
-        return NULL;
+        goto exit;
     }
     int t = PyArray_TYPE(a);
-    if (t == NPY_BOOL || t == NPY_UINT8) return a;
+    if (t == NPY_BOOL || t == NPY_UINT8) {
+        ret = a;
+        a = NULL;
+        goto exit;
+    }
     if (!PyTypeNum_ISINTEGER(t) && !PyTypeNum_ISFLOAT(t)) {
         PyErr_Format(PyExc_TypeError, "%s: %s must be a bool or integer array, got %s", op, name,
                      tn_describe((PyObject *)a, got, sizeof got));
-        Py_DECREF(a);
-        return NULL;
+        goto exit;
     }
     if ((PyTypeNum_ISSIGNED(t) || PyTypeNum_ISFLOAT(t)) && PyArray_SIZE(a) > 0) {
-        PyObject *lo = PyObject_CallMethod((PyObject *)a, "min", NULL);
-        double v = lo ? PyFloat_AsDouble(lo) : NAN;
-        Py_XDECREF(lo);
-        if (PyErr_Occurred()) {
-            Py_DECREF(a);
-            return NULL;
-        }
+        double v = (lo = PyObject_CallMethod((PyObject *)a, "min", NULL)) ? PyFloat_AsDouble(lo) : 0;
+        if (PyErr_Occurred()) goto exit;
         if (!(v >= 0)) {
             PyErr_Format(PyExc_ValueError,
                          "%s: %s must be 0/1 or bool (non-zero counts as positive), got %s "
                          "values; for {-1, 1} labels pass labels == 1",
                          op, name, isnan(v) ? "NaN" : "negative");
-            Py_DECREF(a);
-            return NULL;
+            goto exit;
         }
     }
-    PyArrayObject *b = (PyArrayObject *)PyArray_FROM_OTF((PyObject *)a, NPY_BOOL,
-                                                         NPY_ARRAY_IN_ARRAY | NPY_ARRAY_FORCECAST);
-    Py_DECREF(a);
-    return b;
+    ret = (PyArrayObject *)PyArray_FROM_OTF((PyObject *)a, NPY_BOOL,
+                                            NPY_ARRAY_IN_ARRAY | NPY_ARRAY_FORCECAST);
+exit:
+    Py_XDECREF(a);
+    Py_XDECREF(lo);
+    return ret;
 }
 
 static void raise_status(int status, const char *op, const char *name) {
