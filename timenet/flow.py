@@ -416,13 +416,14 @@ def reflow_pairs(model, x0_or_n, classes, rng, rtol=1e-5, atol=1e-5, t0=T_EPS,
 
 
 def train_reflow(model, classes, steps, batch_size, rounds=1, seed=0, rtol=1e-5, atol=1e-5,
-                 pair_batch_size=None, ckpt_dir=None, **train_kwargs):
+                 pair_batch_size=None, ckpt_dir=None, class_names=None, **train_kwargs):
     """k rounds of Reflow (Algorithm 1; the paper uses one): draw pairs
     (x0, RK45[v_k](x0 | c)) for the class ids `classes` (one pair each), then
     fine-tune v_{k+1} from v_k on them with train_flow (its keyword
     arguments pass through). With ckpt_dir, round k's pairs are saved as
     `<ckpt_dir>/reflow-k/pairs.npz` and its checkpoints go there; resume=True
-    reuses both. Returns {"losses": [per round], "nfe": [per round],
+    reuses both. class_names: stored in the checkpoints (train_flow's
+    `classes`). Returns {"losses": [per round], "nfe": [per round],
     "pairs": the last round's (x0, x1, c)}.
     """
     classes = np.asarray(classes, np.int64).reshape(-1)
@@ -448,7 +449,7 @@ def train_reflow(model, classes, steps, batch_size, rounds=1, seed=0, rtol=1e-5,
                 os.replace(tmp, pair_file)
         losses = train_flow(model, ArrayData(x1, c, x0), steps, batch_size,
                             seed=train_seed, stage=f"reflow-{k}",
-                            ckpt_dir=rdir, **train_kwargs)
+                            ckpt_dir=rdir, classes=class_names, **train_kwargs)
         out["losses"].append(losses)
         out["nfe"].append(nfe)
         out["pairs"] = (x0, x1, c)
