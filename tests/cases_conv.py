@@ -126,16 +126,19 @@ CASES = [
     conv_case("conv1x1_1x1map", 3, 16, 1, 1, 5, 1, 1, 1, 0),
     # im2col tiles cut inside an output row: 64 channels (~227 positions a
     # tile, Q = 21), and with 2 threads one image split in two: stride 2
-    # (tiles of 48 positions, Q = 9) and 5 channels (Q = 7).
+    # (tiles of 48 positions, Q = 9) and 5 channels (Q = 9).
     conv_case("conv3x3_c64_tiled", 2, 64, 16, 21, 8, 3, 3, 1, 1, atol=3e-5),
     conv_case("conv3x3_s2_tiled", 1, 8, 20, 18, 4, 3, 3, 2, 1),
-    conv_case("conv3x3_c5_batch1", 1, 5, 9, 7, 3, 3, 3, 1, 1),
+    conv_case("conv3x3_c5_batch1", 1, 5, 9, 9, 3, 3, 3, 1, 1),
     # Stride 1, >= 16 channels, padded width >= 24: the shifted-GEMM path of
     # forward and dx (N=1 with 2 threads: two row tiles overlapping in dx).
     conv_case("conv3x3_shifted", 2, 16, 5, 24, 6, 3, 3, 1, 1),
     conv_case("conv3x3_shifted_batch1_c17", 1, 17, 7, 23, 5, 3, 3, 1, 1),
     conv_case("conv5x5_shifted_p2_nobias", 1, 16, 6, 20, 3, 5, 5, 1, 2, bias=False),
     conv_case("conv3x1_shifted_p0", 3, 20, 6, 25, 4, 3, 1, 1, 0),
+    # ... with 3 and 4 row tiles an image: dx in two phases (even, odd tiles).
+    conv_case("conv3x3_shifted_3tiles", 1, 16, 24, 24, 4, 3, 3, 1, 1),
+    conv_case("conv5x5_shifted_4tiles", 2, 16, 40, 20, 3, 5, 5, 1, 2),
     linear_case("linear", 5, 7, 3),
     linear_case("linear_nobias", 1, 17, 33, bias=False),
     linear_case("linear_64x128", 16, 64, 128),

@@ -22,9 +22,9 @@
 //
 // backward_input: dcol (C*R*S, J) = W^T @ dy_n[:, j0:j0+J], then col2im adds
 // dcol into dx_n. Tiles of one image overlap in dx (a kernel window spans R
-// input rows), so threads split the input CHANNELS instead (each owns dx rows
-// c0..c1 and the matching rows of W^T): no two threads ever write the same dx
-// element and no locks are needed.
+// input rows), so on this path threads split the input CHANNELS instead (each
+// owns dx rows c0..c1 and the matching rows of W^T): no two threads ever
+// write the same dx element and no locks are needed.
 //
 // backward_weight: dW (K, C*R*S) += dy_n[:, tile] @ col_tile^T, summed over
 // images and tiles. Thread 0 accumulates into dw itself, the others into
@@ -57,6 +57,12 @@
 #define CONV_TILE_BYTES (512 * 1024)
 // Narrowest tile worth a GEMM call (the GEMM's N dimension).
 #define CONV_MIN_TILE 32
+// Work items to aim for per thread. With dynamic scheduling a thread that
+// the OS preempts (these machines are shared) then holds the others up for
+// one item, not for its whole share.
+#define CONV_ITEMS_PER_THREAD 4
+// ... but no tile is cut narrower than this for it (GEMM efficiency).
+#define CONV_SPLIT_MIN_TILE 64
 // Target bytes of one shifted tile (input rows + output rows, per thread).
 #define CONV_SHIFT_BYTES (1024 * 1024)
 // Shifted GEMMs reduce over C only, and waste (S-1)/Wp of their columns:
@@ -133,10 +139,11 @@ static conv_plan make_plan(int N, int C, int H, int W, int K, int R, int S, int 
     p.threads = omp_get_max_threads();
     long t = CONV_TILE_BYTES / (4L * p.CRS);
     if (t < CONV_MIN_TILE) t = CONV_MIN_TILE;
-    // Enough work items to keep every thread busy when the batch is small
-    // (a 16x16 map of one image is a single tile otherwise).
-    long per_thread = ((long)N * p.PQ + p.threads - 1) / p.threads;
-    if (t > per_thread) t = per_thread < CONV_MIN_TILE ? CONV_MIN_TILE : per_thread;
+    // Enough work items for every thread when the batch is small (a 16x16
+    // map of one image is a single tile otherwise).
+    long items = (long)CONV_ITEMS_PER_THREAD * p.threads;
+    long split = ((long)N * p.PQ + items - 1) / items;
+    t = TN_MIN(t, TN_MAX(split, CONV_SPLIT_MIN_TILE));
     if (t >= p.PQ) t = p.PQ;
     // Equal tiles (no thin last one), rounded up to whole vectors.
     p.ntiles = ceil_div(p.PQ, (int)t);
@@ -151,10 +158,17 @@ static conv_plan make_plan(int N, int C, int H, int W, int K, int R, int S, int 
     p.Wp = W + 2 * pad;
     p.shifted = stride == 1 && !p.pointwise && C >= CONV_SHIFT_MIN_C && p.Wp >= CONV_SHIFT_MIN_WP;
     long rows = CONV_SHIFT_BYTES / (4L * (C + K) * p.Wp);
-    long rows_per_thread = ((long)N * p.P + p.threads - 1) / p.threads;
-    rows = TN_MAX(1, TN_MIN(rows, rows_per_thread));
-    p.nrow_tiles = ceil_div(p.P, (int)TN_MIN(rows, p.P));
+    long row_split = ((long)N * p.P + items - 1) / items;
+    rows = TN_MIN(rows, TN_MAX(row_split, ceil_div(4 * CONV_SPLIT_MIN_TILE, p.Wp)));
+    rows = TN_MIN(TN_MAX(rows, 1), p.P);
+    p.nrow_tiles = ceil_div(p.P, (int)rows);
     p.rows = ceil_div(p.P, p.nrow_tiles);
+    // backward_input runs even and odd row tiles in two phases; tiles two
+    // apart must not share input rows, so a tile is at least R-1 rows.
+    if (p.rows < R - 1) {
+        p.rows = TN_MIN(R - 1, p.P);
+        p.nrow_tiles = ceil_div(p.P, p.rows);
+    }
     p.ldx = (size_t)(p.rows + R - 1) * p.Wp + S;
     return p;
 }
@@ -175,7 +189,7 @@ static size_t plan_floats(const conv_plan *p, int op, int N, int K) {
         if (p->shifted) return wr + th * (p->C * p->ldx + wide);
         return th * p->CRS * p->tile;
     case 1:
-        if (p->shifted) return wr + th * (p->group_c * p->ldx + wide);
+        if (p->shifted) return wr + th * (p->C * p->ldx + wide);
         return th * p->group_c * p->RS * p->tile;
     default:
         th = (size_t)weight_threads(p, N);
@@ -370,42 +384,42 @@ static void forward_shifted(float *y, const float *x, const float *w, const floa
     }
 }
 
+// Row tiles of one image overlap in dx by R-1 input rows, so the even tiles
+// (of all images) run first, in parallel, then the odd ones: two tiles of a
+// phase are a whole tile (>= R-1 rows) apart and never write the same dx.
 static void backward_input_shifted(float *dx, const float *dy, const float *w, float *ws,
                                    const conv_plan *pl, int N, int C, int H, int W, int K, int R,
                                    int S, int pad) {
     float *wr = ws;
-    size_t per_thread = pl->group_c * pl->ldx + (size_t)K * pl->rows * pl->Wp;
-    int items = N * pl->groups, Wp = pl->Wp;
+    size_t per_thread = C * pl->ldx + (size_t)K * pl->rows * pl->Wp;
+    int Wp = pl->Wp;
     #pragma omp parallel num_threads(pl->threads)
     {
         float *dxpad = ws + (size_t)K * pl->CRS + per_thread * omp_get_thread_num();
-        float *dywide = dxpad + pl->group_c * pl->ldx;
+        float *dywide = dxpad + C * pl->ldx;
         repack_weights(wr, w, K, C, pl->RS);
-        #pragma omp for schedule(dynamic, 1)
-        for (int it = 0; it < items; it++) {
-            int n = it / pl->groups, c0 = (it % pl->groups) * pl->group_c;
-            int nc = TN_MIN(pl->group_c, C - c0);
-            float *dxn = dx + (size_t)n * C * H * W;
-            // One thread walks all row tiles of (image, channel group) in
-            // order: consecutive tiles overlap by R-1 input rows in dx.
-            for (int p0 = 0; p0 < pl->P; p0 += pl->rows) {
+        for (int phase = 0; phase < 2; phase++) {
+            int per_image = (pl->nrow_tiles + 1 - phase) / 2;
+            #pragma omp for schedule(dynamic, 1)
+            for (int it = 0; it < N * per_image; it++) {
+                int n = it / per_image, p0 = (2 * (it % per_image) + phase) * pl->rows;
                 int T = TN_MIN(pl->rows, pl->P - p0), Jw = T * Wp;
+                float *dxn = dx + (size_t)n * C * H * W;
                 widen_tile(dywide, dy + (size_t)n * K * pl->PQ, K, pl->PQ, pl->Q, Wp, p0, T);
-                for (int c = 0; c < nc; c++) memset(dxpad + c * pl->ldx, 0, sizeof(float) * pl->ldx);
-                // Rows c0.. of W_rs^T (C, K): columns c0.. of wr[rs] (K, C).
+                for (int c = 0; c < C; c++) memset(dxpad + c * pl->ldx, 0, sizeof(float) * pl->ldx);
                 for (int r = 0; r < R; r++)
                     for (int s = 0; s < S; s++)
-                        sgemm_rm(1, 0, nc, Jw, K, 1.0f, wr + (size_t)(r * S + s) * K * C + c0, C,
-                                 dywide, Jw, 1.0f, dxpad + r * Wp + s, (int)pl->ldx);
+                        sgemm_rm(1, 0, C, Jw, K, 1.0f, wr + (size_t)(r * S + s) * K * C, C, dywide,
+                                 Jw, 1.0f, dxpad + r * Wp + s, (int)pl->ldx);
                 // dx[c][ih][iw] += dxpad[c][u][iw + pad], ih = p0 - pad + u.
-                for (int c = 0; c < nc; c++)
+                for (int c = 0; c < C; c++)
                     for (int u = 0; u < T + R - 1; u++) {
                         int ih = p0 - pad + u;
                         if (ih < 0 || ih >= H) continue;
-                        scatter_add_row(dxn + ((size_t)(c0 + c) * H + ih) * W,
+                        scatter_add_row(dxn + ((size_t)c * H + ih) * W,
                                         dxpad + c * pl->ldx + (size_t)u * Wp + pad, W, 1);
                     }
-            }
+            } // (implicit barrier between the phases)
         }
     }
 }
@@ -463,12 +477,22 @@ int conv2d_backward_input(float *dx, const float *dy, const float *w,
     blas_serial_begin();
     if (pl.shifted) {
         backward_input_shifted(dx, dy, w, ws, &pl, N, C, H, W, K, R, S, pad);
+    } else if (pl.pointwise) {
+        // dx_n[:, j0:j0+J] += W^T @ dy_n[:, j0:j0+J]: tiles never overlap.
+        int items = N * pl.ntiles;
+        #pragma omp parallel for num_threads(pl.threads) schedule(dynamic, 1)
+        for (int it = 0; it < items; it++) {
+            int n = it / pl.ntiles, j0 = (it % pl.ntiles) * pl.tile;
+            int J = TN_MIN(pl.tile, pl.PQ - j0);
+            sgemm_rm(1, 0, C, J, K, 1.0f, w, C, dy + (size_t)n * K * pl.PQ + j0, pl.PQ, 1.0f,
+                     dx + (size_t)n * C * H * W + j0, H * W);
+        }
     } else {
         size_t per_thread = (size_t)pl.group_c * pl.RS * pl.tile;
         int items = N * pl.groups;
         #pragma omp parallel num_threads(pl.threads)
         {
-            float *dcol = ws ? ws + per_thread * omp_get_thread_num() : NULL;
+            float *dcol = ws + per_thread * omp_get_thread_num();
             #pragma omp for schedule(dynamic, 1)
             for (int it = 0; it < items; it++) {
                 int n = it / pl.groups, c0 = (it % pl.groups) * pl.group_c;
@@ -479,15 +503,9 @@ int conv2d_backward_input(float *dx, const float *dy, const float *w,
                 const float *wt = w + (size_t)c0 * pl.RS;
                 for (int j0 = 0; j0 < pl.PQ; j0 += pl.tile) {
                     int J = TN_MIN(pl.tile, pl.PQ - j0);
-                    if (pl.pointwise) {
-                        // dx_n[c0:c0+nc, j0:j0+J] += W^T @ dy tile, straight into dx.
-                        sgemm_rm(1, 0, nc, J, K, 1.0f, wt, pl.CRS, dyn + j0, pl.PQ, 1.0f,
-                                 dxn + (size_t)c0 * H * W + j0, H * W);
-                    } else {
-                        sgemm_rm(1, 0, nc * pl.RS, J, K, 1.0f, wt, pl.CRS, dyn + j0, pl.PQ,
-                                 0.0f, dcol, J);
-                        col2im_tile(dxn, dcol, c0, nc, H, W, R, S, stride, pad, pl.Q, j0, J);
-                    }
+                    sgemm_rm(1, 0, nc * pl.RS, J, K, 1.0f, wt, pl.CRS, dyn + j0, pl.PQ, 0.0f,
+                             dcol, J);
+                    col2im_tile(dxn, dcol, c0, nc, H, W, R, S, stride, pad, pl.Q, j0, J);
                 }
             }
         }
