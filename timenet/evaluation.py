@@ -13,20 +13,25 @@ from .report import mean_row
 def evaluate_maps(maps, scores, labels, masks, class_ids, class_names):
     """maps (N, H, W), scores (N,), labels (N,), masks (N, H, W) bool,
     class_ids (N,) -> results dict. A class without anomalous (or without
-    normal) test images gets None for the metrics that are undefined there."""
+    normal) test images gets None for the metrics that are undefined there.
+    results["thresholds"][name] holds the image and pixel F1-max thresholds
+    (what `timenet predict` draws its contours at)."""
     maps, scores = np.asarray(maps), np.asarray(scores)
     labels, masks, class_ids = np.asarray(labels), np.asarray(masks), np.asarray(class_ids)
-    per = {}
+    per, thresholds = {}, {}
     for cid in sorted(set(class_ids.tolist())):
         sel = class_ids == cid
         y, s, m, mk = labels[sel], scores[sel], maps[sel], masks[sel]
         r = dict.fromkeys(("image_auroc", "pixel_auroc", "aupro", "image_f1_max", "pixel_f1_max"))
+        thr = {"image": None, "pixel": None}
         if 0 < y.sum() < len(y):
             r["image_auroc"] = metrics.auroc(s, y)
-            r["image_f1_max"] = metrics.f1_max(s, y)[0]
+            r["image_f1_max"], thr["image"] = metrics.f1_max(s, y)
         if mk.any() and not mk.all():
             r["pixel_auroc"] = metrics.pixel_auroc(m, mk)
             r["aupro"] = metrics.aupro(m, mk)
-            r["pixel_f1_max"] = metrics.f1_max(m.ravel(), mk.ravel())[0]
-        per[class_names[cid]] = {k: (None if v is None else float(v)) for k, v in r.items()}
-    return {"classes": per, "mean": mean_row(per)}
+            r["pixel_f1_max"], thr["pixel"] = metrics.f1_max(m.ravel(), mk.ravel())
+        name = class_names[cid]
+        per[name] = {k: (None if v is None else float(v)) for k, v in r.items()}
+        thresholds[name] = {k: (None if v is None else float(v)) for k, v in thr.items()}
+    return {"classes": per, "mean": mean_row(per), "thresholds": thresholds}
