@@ -119,6 +119,11 @@ def test_init_reproduces_the_plain_one_step_exactly():
     # the same noise by x0; batching does not change the result
     a2, _ = model.reconstruct(x, c, t=0.83, x0=x0, batch_size=3)
     np.testing.assert_array_equal(a2, a)
+    # at another t, t_init makes the fresh model the plain one-step there too
+    m8 = TimeNetModel(den, t_init=0.8)
+    a8, T8 = m8.reconstruct(x, c, t=0.8, x0=x0)
+    np.testing.assert_array_equal(a8, m8.reconstruct(x, c, t=0.8, x0=x0, use_tpn=False)[0])
+    assert np.all(T8 == np.float32(0.8))
     # the features are wired: non-zero adapters change v, a biased T head changes T
     model.tpn.adapters.res16.conv.bias.data[...] = 0.05
     a3, _ = model.reconstruct(x, c, t=0.83, x0=x0)

@@ -39,12 +39,14 @@ def _per_sample(values, N, dtype, what):
 
 class TimeNetModel(nn.Module):
     """The denoiser (`.denoiser`, a UNet) and the TPN (`.tpn`); state dict
-    names are `denoiser.*` and `tpn.*`."""
+    names are `denoiser.*` and `tpn.*`. tpn None builds
+    `TPN.for_denoiser(denoiser, t_init)`: pass the t the TPN will be trained
+    and used at, so that the model starts as the plain one-step at that t."""
 
-    def __init__(self, denoiser, tpn=None):
+    def __init__(self, denoiser, tpn=None, t_init=DEFAULT_T):
         super().__init__()
         self.denoiser = denoiser
-        self.tpn = TPN.for_denoiser(denoiser) if tpn is None else tpn
+        self.tpn = TPN.for_denoiser(denoiser, t_init=t_init) if tpn is None else tpn
         want = {k for k in denoiser.feature_shapes()}
         for key in self.tpn.routes:
             if key not in want:
