@@ -9,10 +9,13 @@ from ._loader import _core
 from .autograd import Tensor, enable_grad, is_grad_enabled, no_grad
 from . import nn, optim
 from .nn.init import manual_seed
+from .timenet_model import TimeNetModel
+from .pipeline import TimeNet, TimeNetConfig
 
 __version__ = "0.1.0"
 __all__ = ["Tensor", "no_grad", "enable_grad", "is_grad_enabled", "nn", "optim",
-           "manual_seed", "set_num_threads", "get_num_threads"]
+           "manual_seed", "set_num_threads", "get_num_threads", "TimeNet", "TimeNetConfig",
+           "TimeNetModel"]
 
 
 def set_num_threads(n: int) -> None:

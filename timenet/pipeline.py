@@ -170,7 +170,7 @@ class TimeNet:
                               atol=cfg.ode_tol, pair_batch_size=max(bs, 16),
                               ckpt_dir=stages, resume=resume, lr=cfg.lr, class_names=names,
                               progress=progress)
-        model = TimeNetModel(denoiser)
+        model = TimeNetModel(denoiser, t_init=cfg.t)   # T == t at init: plain one-step
         if cfg.tpn_steps:
             synth = Synthesizer(texture_dir=cfg.texture_dir, seed=cfg.seed)
             train_tpn(model, (x, c), cfg.tpn_steps, bs, lr=cfg.tpn_lr, t=cfg.t,
