@@ -36,9 +36,11 @@ def heat_overlay(image, amap, vmax, alpha=0.5):
     return (rgb * (1 - alpha) + heat * alpha).astype(np.uint8)
 
 
-def panel(images, recons, maps, masks=None, titles=None, scale=2, vmax=None):
-    """One row per image: input | reconstruction | overlay | mask (if given)."""
+def panel(images, recons, maps, masks=None, titles=None, scale=None, vmax=None):
+    """One row per image: input | reconstruction | overlay | mask (if given).
+    scale: pixel repeat (default: enough to make each image at least 128 px)."""
     n = len(images)
+    scale = max(2, 128 // images.shape[-1]) if scale is None else scale
     vmax = float(np.percentile(maps, 99.5)) if vmax is None else vmax
     rows = []
     for i in range(n):
@@ -114,10 +116,11 @@ def contour(mask):
     return m & ~inner
 
 
-def predict_panel(image, recon, amap, threshold=None, vmax=None, scale=2):
+def predict_panel(image, recon, amap, threshold=None, vmax=None, scale=None):
     """input | reconstruction | heat-map overlay | contour at `threshold`
     (the class's pixel F1-max threshold; omitted when unknown)."""
     vmax = float(np.max(amap)) if vmax is None else vmax
+    scale = max(2, 128 // image.shape[-1]) if scale is None else scale
     cols = [to_uint8(image), to_uint8(recon), heat_overlay(image, amap, vmax)]
     if threshold is not None:
         c = to_uint8(image).copy()
