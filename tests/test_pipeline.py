@@ -145,3 +145,18 @@ def test_cli_empty_class_is_a_clear_error(tmp_path, capsys):
     os.makedirs(tmp_path / "empty" / "train" / "good")
     assert main(["train", "--data", str(tmp_path), "--out", str(tmp_path / "r")]) == 2
     assert "no train images" in capsys.readouterr().err
+
+
+def test_use_extractor_re_estimates_ratios(fitted):
+    from timenet.models import backbones
+    root, _, tn = fitted
+    train = MVTecAD(root, split="train", image_size=32)
+    ext = backbones.create("resnet18")          # random weights: the shape is what matters
+    tn.use_extractor(ext, ("layer1", "layer2"), train_data=train)
+    try:
+        assert set(tn.ratios.layers) == {"layer1", "layer2"} and tn.ratios.pixel > 0
+        out = tn.predict(np.zeros((1, 3, 32, 32), np.float32), "cat_a")
+        assert np.isfinite(out["map"]).all()
+    finally:
+        tn.use_extractor("pixel", train_data=train)
+    assert tn.ratios.layers == {}

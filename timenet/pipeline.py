@@ -116,6 +116,7 @@ class TimeNet:
         self.model = None          # TimeNetModel once fitted or loaded
         self.class_names = []
         self.ratios = scoring.Ratios()
+        self._extractor_obj = None  # set by use_extractor
 
     # -- sizes and scoring settings -------------------------------------------------
     @property
@@ -130,7 +131,25 @@ class TimeNet:
         return 4.0 * self.image_size / 256.0 if s is None else float(s)
 
     def _extractor(self):
+        if self._extractor_obj is not None:
+            return self._extractor_obj
         return scoring.resolve_extractor(self.config.extractor, fallback=self.config.fallback)
+
+    def use_extractor(self, extractor, layers=None, train_data=None):
+        """Score with `extractor` (an object with .features(x, layers), a
+        backbone name, or "pixel") from now on, re-estimating the stored
+        ratios on `train_data` (normal images) when given."""
+        if isinstance(extractor, str):
+            self.config.extractor = extractor
+            self._extractor_obj = None
+        else:
+            self._extractor_obj = extractor
+        if layers is not None:
+            self.config.layers = tuple(layers)
+        if train_data is not None:
+            x, c, _ = _train_arrays(train_data)
+            self._fit_ratios(x, c)
+        return self
 
     def score_rounds(self):
         """8 rounds of 8x8 pooling need 57 px; smaller images get fewer rounds."""
