@@ -160,3 +160,16 @@ def test_use_extractor_re_estimates_ratios(fitted):
     finally:
         tn.use_extractor("pixel", train_data=train)
     assert tn.ratios.layers == {}
+
+
+def test_evaluate_a_folder_without_masks(fitted, tmp_path):
+    from timenet.cli import write_eval
+    from timenet.data import Folder
+    root, _, tn = fitted
+    ds = Folder(f"{root}/cat_a/test/good", abnormal_dir=f"{root}/cat_a/test/spot",
+                image_size=32, category="cat_a", class_names=tn.class_names)
+    res = write_eval(tn, ds, str(tmp_path), pictures=2)
+    r = res["classes"]["cat_a"]
+    assert r["image_auroc"] is not None and r["pixel_auroc"] is None and r["aupro"] is None
+    assert os.path.exists(tmp_path / "panels" / "cat_a.png")
+    assert os.path.exists(tmp_path / "report.html")

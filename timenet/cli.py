@@ -59,6 +59,8 @@ def build_parser():
 
     p = sub.add_parser("train", help="train all stages on an MVTec-AD style folder")
     p.add_argument("--data", required=True, help="dataset root (<class>/train/good/...)")
+    p.add_argument("--format", default="mvtec", choices=["mvtec", "visa"],
+                   help="dataset layout (visa: split_csv/1cls.csv)")
     p.add_argument("--categories", default=None, help="comma-separated (default: all)")
     p.add_argument("--out", required=True, help="run directory")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run")
@@ -68,6 +70,7 @@ def build_parser():
     p = sub.add_parser("eval", help="per-class metrics of a trained run")
     p.add_argument("--run", required=True)
     p.add_argument("--data", required=True)
+    p.add_argument("--format", default="mvtec", choices=["mvtec", "visa"])
     p.add_argument("--categories", default=None)
     p.add_argument("--out", default=None, help="results directory (default: RUN/results)")
     p.add_argument("--pictures", type=int, default=6, help="sample panels per class")
@@ -100,13 +103,14 @@ def _config(args):
     return TimeNetConfig(**kw)
 
 
-def _dataset(root, categories, split, image_size, class_names=None):
-    from .data import MVTecAD
+def _dataset(root, categories, split, image_size, class_names=None, fmt="mvtec"):
+    from .data import MVTecAD, VisA
     if not os.path.isdir(root):
         raise UserError(f"the dataset folder {root} does not exist")
     try:
-        return MVTecAD(root, categories=categories, split=split, image_size=image_size,
-                       class_names=class_names)
+        return (VisA if fmt == "visa" else MVTecAD)(
+            root, categories=categories, split=split, image_size=image_size,
+            class_names=class_names)
     except (ValueError, FileNotFoundError) as e:
         raise UserError(str(e)) from e
 
@@ -123,7 +127,7 @@ def cmd_train(args):
     from .pipeline import TimeNet
     cfg = _config(args)
     size = cfg.image_size or TimeNet(cfg).image_size
-    ds = _dataset(args.data, args.categories, "train", size)
+    ds = _dataset(args.data, args.categories, "train", size, fmt=args.format)
     print(f"training on {len(ds)} images of {len(ds.categories)} classes "
           f"({', '.join(ds.categories)}) at {size} px, preset {cfg.preset}")
     t0 = time.time()
@@ -151,7 +155,7 @@ def write_eval(tn, ds, out_dir, pictures=6, title="timenet evaluation"):
 
 def cmd_eval(args):
     tn = _load_run(args.run)
-    ds = _dataset(args.data, args.categories, "test", tn.image_size, tn.class_names)
+    ds = _dataset(args.data, args.categories, "test", tn.image_size, tn.class_names, args.format)
     out = args.out or os.path.join(args.run, "results")
     res = write_eval(tn, ds, out, args.pictures)
     with open(os.path.join(args.run, "thresholds.json"), "w") as f:

@@ -278,7 +278,8 @@ class TimeNet:
                              f"from the model's {self.class_names}; pass "
                              "class_names=model.class_names to the dataset")
         pred = self.predict(x, c, use_tpn=use_tpn)
-        res = evaluate_maps(pred["map"], pred["score"], test_data.labels, test_data.masks(), c,
+        masks = test_data.masks() if getattr(test_data, "has_masks", True) else None
+        res = evaluate_maps(pred["map"], pred["score"], test_data.labels, masks, c,
                             self.class_names)
         return (res, pred) if return_predictions else res
 

@@ -148,7 +148,8 @@ def write_panels(ds, pred, results, out_dir, per_class=6):
     """One panel per class (input | reconstruction | overlay | ground truth)
     under out_dir/panels/<class>.png; returns {class: relative path}."""
     os.makedirs(os.path.join(out_dir, "panels"), exist_ok=True)
-    labels, masks = ds.labels, ds.masks()
+    labels = ds.labels
+    masks = ds.masks() if getattr(ds, "has_masks", True) else None
     defects = [s.defect for s in ds.samples]
     vmax = float(np.percentile(pred["map"], 99.5))
     out = {}
@@ -158,8 +159,9 @@ def write_panels(ds, pred, results, out_dir, per_class=6):
             continue
         pick = idx[_pick(labels[idx], [defects[i] for i in idx], per_class)]
         x = ds.images()[pick]
-        img = panel(x, pred["reconstruction"][pick], pred["map"][pick], masks[pick],
-                    titles=["input", "reconstruction", "anomaly map", "ground truth"], vmax=vmax)
+        titles = ["input", "reconstruction", "anomaly map"] + (["ground truth"] if masks is not None else [])
+        img = panel(x, pred["reconstruction"][pick], pred["map"][pick],
+                    None if masks is None else masks[pick], titles=titles, vmax=vmax)
         rel = os.path.join("panels", f"{name}.png")
         img.save(os.path.join(out_dir, rel))
         out[name] = rel
@@ -177,26 +179,32 @@ def write_curves(ds, pred, out_dir):
         return {}
     from . import metrics
     os.makedirs(os.path.join(out_dir, "curves"), exist_ok=True)
-    labels, masks = ds.labels, ds.masks()
+    labels = ds.labels
+    masks = ds.masks() if getattr(ds, "has_masks", True) else None
     cats = np.array([s.category for s in ds.samples])
     out = {}
     for name in dict.fromkeys(cats):
         sel = cats == name
-        y, m = labels[sel], masks[sel]
-        if not (0 < y.sum() < len(y)) or not m.any():
+        y, m = labels[sel], None if masks is None else masks[sel]
+        if not 0 < y.sum() < len(y):
             continue
-        fig, (a, b) = plt.subplots(1, 2, figsize=(7, 3.2))
+        pixel = m is not None and m.any()
+        fig, axes = plt.subplots(1, 2 if pixel else 1, figsize=(7 if pixel else 3.6, 3.2),
+                                 squeeze=False)
+        a = axes[0, 0]
         fpr, tpr, _ = metrics.roc_curve(pred["score"][sel], y)
         a.plot(fpr, tpr, color="#c0392b")
         a.plot([0, 1], [0, 1], ":", color="grey")
         a.set(title=f"{name}: image ROC (AUROC {100 * metrics.auroc(pred['score'][sel], y):.1f})",
               xlabel="FPR", ylabel="TPR")
-        pf, pro, _ = metrics.pro_curve(pred["map"][sel], m)
-        keep = pf <= 0.3
-        b.plot(pf[keep], pro[keep], color="#2471a3")
-        b.set(title=f"PRO up to FPR 0.3 (AUPRO {100 * metrics.aupro(pred['map'][sel], m):.1f})",
-              xlabel="FPR", ylabel="PRO", xlim=(0, 0.3), ylim=(0, 1))
-        for ax in (a, b):
+        if pixel:
+            b = axes[0, 1]
+            pf, pro, _ = metrics.pro_curve(pred["map"][sel], m, max_fpr=0.3)
+            keep = pf <= 0.3
+            b.plot(pf[keep], pro[keep], color="#2471a3")
+            b.set(title=f"PRO up to FPR 0.3 (AUPRO {100 * metrics.aupro(pred['map'][sel], m):.1f})",
+                  xlabel="FPR", ylabel="PRO", xlim=(0, 0.3), ylim=(0, 1))
+        for ax in axes.ravel():
             ax.title.set_fontsize(8)
         fig.tight_layout()
         rel = os.path.join("curves", f"{name}.png")
