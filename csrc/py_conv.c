@@ -43,8 +43,11 @@ static int check_conv(const char *op, PyArrayObject *x, PyArrayObject *w, int st
         return -1;
     }
     long long P = (Hp - R) / stride + 1, Q = (Wp - S) / stride + 1;
-    if (too_big(N) || too_big(K) || too_big(Hp) || too_big(Wp) || too_big(H * W) ||
-        too_big(C * R * S) || too_big(N * P * Q)) {
+    // Left to right, each product only once its factors are known < 2**31,
+    // so none of them can overflow long long.
+    if (too_big(N) || too_big(C) || too_big(K) || too_big(Hp) || too_big(Wp) ||
+        too_big(H * W) || too_big(C * R) || too_big(C * R * S) || too_big(P * Q) ||
+        too_big(N * P * Q)) {
         PyErr_Format(PyExc_ValueError,
                      "%s: sizes too large for the CPU kernels (x (%lld, %lld, %lld, %lld), "
                      "w (%lld, %lld, %lld, %lld), padding %d: each of N*P*Q, C*R*S, H*W and "
@@ -64,10 +67,10 @@ static int check_bias(const char *op, PyObject *obj, npy_intp K, const char *dim
     *out = NULL;
     if (obj == Py_None) return 0;
     char expect[64];
-    snprintf(expect, sizeof expect, "(%s,) with %s == %ld or None", dim, dim, (long)K);
+    snprintf(expect, sizeof expect, "(%s,)", dim);
     PyArrayObject *b = tn_f32(obj, op, "b", 1, expect);
     if (!b) return -1;
-    snprintf(expect, sizeof expect, "(%s,) float32 with %s == %ld or None", dim, dim, (long)K);
+    snprintf(expect, sizeof expect, "(%s,) float32 with %s == %ld (or None)", dim, dim, (long)K);
     npy_intp dims[1] = {K};
     if (tn_check_dims(b, op, "b", 1, dims, expect) < 0) {
         Py_DECREF(b);

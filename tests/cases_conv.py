@@ -178,6 +178,8 @@ BAD = [
         ValueError, "padding must be >= 0, got -1"),
     Bad("conv_huge_padding", lambda: _f(_x(1, 1, 1, 1), _x(1, 1, 1, 1), None, 1, 2**30),
         ValueError, "too large"),
+    Bad("conv_huge_output", lambda: _f(_x(1, 1, 1, 1), _x(1, 1, 1, 1), None, 1, 2**29),
+        ValueError, "too large"),
     Bad("conv_backward_dy_shape", lambda: _b(_x(1, 4, 4, 5), _x(1, 3, 5, 5), _x(4, 3, 3, 3), 1, 1),
         ValueError, r"conv2d_backward: dy must be \(N, K, P, Q\) float32 == \(1, 4, 5, 5\)"),
     Bad("conv_backward_float64_dy",

@@ -10,9 +10,9 @@
 // a range of J consecutive output positions (flattened p*Q + q; whole rows
 // or parts of rows) gives col tile (C*R*S, J) and one GEMM
 //     y_n[:, j0:j0+J] = W @ col_tile        (ldc = P*Q: no copy back)
-// The tile width is chosen so one tile is about CONV_TILE_BYTES: big enough
-// that the GEMM runs near its peak, small enough to stay in the L2 cache of
-// the core that built it (the GEMM reads it right after).
+// The tile width (about 256 positions, at most 2 MB of columns) is big enough
+// that the GEMM runs near its peak and small enough to stay in the L2 cache
+// of the core that built it (the GEMM reads it right after).
 //
 // Threading: OpenMP threads take (image, tile) work items, and each calls
 // OpenBLAS single-threaded, so im2col, GEMM and bias of one tile run on one
@@ -53,9 +53,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-// Target bytes of one im2col tile (per thread).
-#define CONV_TILE_BYTES (512 * 1024)
-// Narrowest tile worth a GEMM call (the GEMM's N dimension).
+// im2col tiles: about this many output positions (the GEMM's N dimension;
+// OpenBLAS is near its best from ~200 on), but at most CONV_TILE_MAX_BYTES
+// of columns per thread so the tile stays in the core's L2 cache. (Tiles of
+// 2-4 MB measured 5-10 % slower on 64-channel convs at 256x256.)
+#define CONV_TILE_COLS 256
+#define CONV_TILE_MAX_BYTES (2 * 1024 * 1024)
+// Narrowest tile worth a GEMM call.
 #define CONV_MIN_TILE 32
 // Work items to aim for per thread. With dynamic scheduling a thread that
 // the OS preempts (these machines are shared) then holds the others up for
@@ -137,7 +141,7 @@ static conv_plan make_plan(int N, int C, int H, int W, int K, int R, int S, int 
     p.CRS = C * R * S;
     p.pointwise = R == 1 && S == 1 && stride == 1 && pad == 0;
     p.threads = omp_get_max_threads();
-    long t = CONV_TILE_BYTES / (4L * p.CRS);
+    long t = TN_MIN(CONV_TILE_COLS, CONV_TILE_MAX_BYTES / (4L * p.CRS));
     if (t < CONV_MIN_TILE) t = CONV_MIN_TILE;
     // Enough work items for every thread when the batch is small (a 16x16
     // map of one image is a single tile otherwise).
@@ -156,8 +160,16 @@ static conv_plan make_plan(int N, int C, int H, int W, int K, int R, int S, int 
     p.group_c = ceil_div(C, p.groups);
     p.groups = ceil_div(C, p.group_c);
     p.Wp = W + 2 * pad;
-    p.shifted = stride == 1 && !p.pointwise && C >= CONV_SHIFT_MIN_C && p.Wp >= CONV_SHIFT_MIN_WP;
-    long rows = CONV_SHIFT_BYTES / (4L * (C + K) * p.Wp);
+    // The smallest shifted tile (R-1 rows, for the two phases of backward_input,
+    // and at least one) must stay small too: very wide images take im2col,
+    // whose tiles can end inside a row. (Byte counts in double: no overflow
+    // for any sizes the glue lets through.)
+    int min_rows = TN_MAX(1, R - 1);
+    double row_bytes = 4.0 * p.Wp * ((double)C + K);
+    double min_tile_bytes = 4.0 * p.Wp * ((double)C * (min_rows + R - 1) + (double)K * min_rows);
+    p.shifted = stride == 1 && !p.pointwise && C >= CONV_SHIFT_MIN_C &&
+                p.Wp >= CONV_SHIFT_MIN_WP && min_tile_bytes <= 4.0 * CONV_SHIFT_BYTES;
+    long rows = (long)(CONV_SHIFT_BYTES / row_bytes);
     long row_split = ((long)N * p.P + items - 1) / items;
     rows = TN_MIN(rows, TN_MAX(row_split, ceil_div(4 * CONV_SPLIT_MIN_TILE, p.Wp)));
     rows = TN_MIN(TN_MAX(rows, 1), p.P);
@@ -206,10 +218,15 @@ size_t conv2d_workspace_bytes(int op, int N, int C, int H, int W, int K, int R, 
 // The valid output columns [lo, hi) of kernel column s: those q whose input
 // column q*stride - pad + s lies inside [0, W).
 static void valid_q(int s, int W, int Q, int stride, int pad, int *lo, int *hi) {
-    int a = pad - s; // q*stride >= a
-    *lo = a > 0 ? (a + stride - 1) / stride : 0;
+    int a = pad - s;         // q*stride >= a
     int b = W - 1 + pad - s; // q*stride <= b
-    *hi = b < 0 ? 0 : TN_MIN(Q, b / stride + 1);
+    if (stride == 1) {
+        *lo = TN_MAX(a, 0);
+        *hi = b < 0 ? 0 : TN_MIN(Q, b + 1);
+    } else {
+        *lo = a > 0 ? (a + stride - 1) / stride : 0;
+        *hi = b < 0 ? 0 : TN_MIN(Q, b / stride + 1);
+    }
     if (*lo > *hi) *lo = *hi;
 }
 
@@ -237,64 +254,58 @@ static void scatter_add_row(float *restrict dst, const float *restrict src, int 
 // col is (C*R*S, J) for output positions j0 .. j0+J-1 (flattened p*Q + q):
 // col[(c*R + r)*S + s][j - j0] = x[c][p*stride - pad + r][q*stride - pad + s],
 // zero where that falls in the padding. x is (C, H, W) (one image).
-static void im2col_tile(float *col, const float *x, int C, int H, int W, int R, int S,
-                        int stride, int pad, int Q, int j0, int J) {
-    for (int c = 0; c < C; c++)
-        for (int r = 0; r < R; r++)
-            for (int s = 0; s < S; s++) {
-                float *row = col + ((size_t)(c * R + r) * S + s) * J;
-                const float *xc = x + (size_t)c * H * W;
-                int lo, hi;
-                valid_q(s, W, Q, stride, pad, &lo, &hi);
-                // Walk the tile one output-row segment [q, qe) of row p at a time.
-                for (int j = j0; j < j0 + J;) {
-                    int p = j / Q, q = j % Q;
-                    int qe = TN_MIN(Q, q + (j0 + J - j));
-                    float *dst = row + (j - j0); // dst[k - q] is position (p, k)
-                    int ih = p * stride - pad + r;
-                    if (ih < 0 || ih >= H) {
-                        memset(dst, 0, sizeof(float) * (qe - q));
-                    } else {
-                        // Input column of output column k: base + k*stride.
-                        const float *xr = xc + (size_t)ih * W;
-                        int base = s - pad;
-                        int a = TN_MAX(q, lo), b = TN_MIN(qe, hi);
-                        if (a > b) a = b = qe;
-                        for (int k = q; k < a; k++) dst[k - q] = 0.0f;
-                        if (b > a) gather_row(dst + (a - q), xr + (a * stride + base), b - a, stride);
-                        for (int k = b; k < qe; k++) dst[k - q] = 0.0f;
-                    }
-                    j += qe - q;
+// The tile is walked one output-row segment (row p, columns q .. q+n-1) at a
+// time, outermost, so the index arithmetic is paid per segment and (c, r),
+// not per element; on 16-wide maps it was a third of the conv.
+static void im2col_tile(float *restrict col, const float *restrict x, int C, int H, int W, int R,
+                        int S, int stride, int pad, int Q, int j0, int J) {
+    for (int j = j0; j < j0 + J;) {
+        int p = j / Q, q = j - p * Q, n = TN_MIN(Q - q, j0 + J - j);
+        for (int c = 0; c < C; c++)
+            for (int r = 0; r < R; r++) {
+                float *dst = col + (size_t)(c * R + r) * S * J + (j - j0); // dst[k - q]: (p, k)
+                int ih = p * stride - pad + r;
+                if (ih < 0 || ih >= H) {
+                    for (int s = 0; s < S; s++, dst += J) memset(dst, 0, sizeof(float) * n);
+                    continue;
+                }
+                const float *xr = x + ((size_t)c * H + ih) * W; // input column k*stride + s - pad
+                for (int s = 0; s < S; s++, dst += J) {
+                    int lo, hi;
+                    valid_q(s, W, Q, stride, pad, &lo, &hi);
+                    int a = TN_MAX(q, lo), b = TN_MIN(q + n, hi);
+                    if (a > b) a = b = q + n;
+                    for (int k = q; k < a; k++) dst[k - q] = 0.0f;
+                    if (b > a) gather_row(dst + (a - q), xr + (a * stride + s - pad), b - a, stride);
+                    for (int k = b; k < q + n; k++) dst[k - q] = 0.0f;
                 }
             }
+        j += n;
+    }
 }
 
 // The adjoint of im2col_tile: dx[c][ih][iw] += dcol[...] for the channels
 // c0 .. c0+nc-1 that dcol (nc*R*S, J) holds. dx is (C, H, W) (one image).
-static void col2im_tile(float *dx, const float *dcol, int c0, int nc, int H, int W, int R,
-                        int S, int stride, int pad, int Q, int j0, int J) {
-    for (int c = 0; c < nc; c++)
-        for (int r = 0; r < R; r++)
-            for (int s = 0; s < S; s++) {
-                const float *row = dcol + ((size_t)(c * R + r) * S + s) * J;
-                float *dxc = dx + (size_t)(c0 + c) * H * W;
-                int lo, hi;
-                valid_q(s, W, Q, stride, pad, &lo, &hi);
-                for (int j = j0; j < j0 + J;) {
-                    int p = j / Q, q = j % Q;
-                    int qe = TN_MIN(Q, q + (j0 + J - j));
-                    const float *src = row + (j - j0); // src[k - q] is position (p, k)
-                    int ih = p * stride - pad + r;
-                    if (ih >= 0 && ih < H) {
-                        float *xr = dxc + (size_t)ih * W;
-                        int base = s - pad;
-                        int a = TN_MAX(q, lo), b = TN_MIN(qe, hi);
-                        if (b > a)
-                            scatter_add_row(xr + (a * stride + base), src + (a - q), b - a, stride);
-                    }
-                    j += qe - q;
+static void col2im_tile(float *restrict dx, const float *restrict dcol, int c0, int nc, int H,
+                        int W, int R, int S, int stride, int pad, int Q, int j0, int J) {
+    for (int j = j0; j < j0 + J;) {
+        int p = j / Q, q = j - p * Q, n = TN_MIN(Q - q, j0 + J - j);
+        for (int c = 0; c < nc; c++)
+            for (int r = 0; r < R; r++) {
+                int ih = p * stride - pad + r;
+                if (ih < 0 || ih >= H) continue;
+                const float *src = dcol + (size_t)(c * R + r) * S * J + (j - j0);
+                float *xr = dx + ((size_t)(c0 + c) * H + ih) * W;
+                for (int s = 0; s < S; s++, src += J) {
+                    int lo, hi;
+                    valid_q(s, W, Q, stride, pad, &lo, &hi);
+                    int a = TN_MAX(q, lo), b = TN_MIN(q + n, hi);
+                    if (b > a)
+                        scatter_add_row(xr + (a * stride + s - pad), src + (a - q), b - a, stride);
                 }
             }
+        j += n;
+    }
 }
 
 // --- shifted GEMMs (stride 1) ----------------------------------------------
