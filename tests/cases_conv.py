@@ -139,6 +139,9 @@ CASES = [
     # ... with 3 and 4 row tiles an image: dx in two phases (even, odd tiles).
     conv_case("conv3x3_shifted_3tiles", 1, 16, 24, 24, 4, 3, 3, 1, 1),
     conv_case("conv5x5_shifted_4tiles", 2, 16, 40, 20, 3, 5, 5, 1, 2),
+    # Big weights (dW of 1.2 and 1.1 MB, private per-thread sums of it).
+    conv_case("conv3x3_big_weight", 2, 256, 4, 5, 128, 3, 3, 1, 1, atol=5e-5),
+    conv_case("conv1x1_big_weight", 2, 512, 3, 3, 520, 1, 1, 1, 0, atol=5e-5),
     linear_case("linear", 5, 7, 3),
     linear_case("linear_nobias", 1, 17, 33, bias=False),
     linear_case("linear_64x128", 16, 64, 128),
