@@ -279,7 +279,7 @@ def test_train_tpn_freezes_the_denoiser_and_resumes_exactly(tmp_path):
     assert all(np.array_equal(s1[k], v) for k, v in tpn.state_dict().items())
     assert tpn.routes == m1.tpn.routes
     other = _tiny(seed=2)
-    with pytest.raises(ValueError, match="another denoiser"):
+    with pytest.raises(ValueError, match="trained with denoiser"):
         train_tpn(TimeNetModel(other, TPN.for_denoiser(other)), (x, c),
                   ckpt_dir=str(tmp_path / "b"), resume=True, **kw)
 

@@ -27,17 +27,14 @@ save, so a resumed run repeats the uninterrupted one exactly); x1 is
 noise paired with x1. A tuple `(x, c)` of arrays is wrapped as
 `ArrayData(x, c)`, which samples with replacement.
 """
-import math
 import os
-import time
 
 import numpy as np
 
 from ._loader import _core
 from .autograd import Tensor, no_grad
 from .nn import functional as F
-from .nn.utils import clip_grad_norm_
-from .optim import AdamW
+from .training import fit_loop
 
 __all__ = ["T_EPS", "rf_loss", "velocity", "one_step", "sample", "solve_rk45",
            "reflow_pairs", "train_flow", "train_reflow", "ArrayData"]
@@ -297,10 +294,6 @@ def _as_data(data):
     raise TypeError("train_flow: data must have sample_batch(rng, n) or be a tuple (x, c)")
 
 
-def _ckpt_path(ckpt_dir):
-    return os.path.join(ckpt_dir, "last.safetensors")
-
-
 def train_flow(model, data, steps, batch_size, lr=2e-4, warmup=None, grad_clip=1.0,
                ckpt_dir=None, ckpt_every=1000, resume=False, seed=0, stage="flow",
                classes=None, weight_decay=0.0, progress=True, callback=None):
@@ -317,82 +310,18 @@ def train_flow(model, data, steps, batch_size, lr=2e-4, warmup=None, grad_clip=1
     weights of an uninterrupted run. callback(step, loss) runs after each
     step (1-based). classes: class names stored in the checkpoint.
     """
-    from . import checkpoint as ckpt
     data = _as_data(data)
-    steps, batch_size = int(steps), int(batch_size)
-    if steps < 0 or batch_size < 1:
-        raise ValueError(f"train_flow: need steps >= 0 and batch_size >= 1, got {steps}, "
-                         f"{batch_size}")
     if warmup is None:
-        warmup = min(5000, steps // 10)
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = AdamW(params, lr=lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=weight_decay,
-                warmup_steps=warmup)
-    rng = np.random.default_rng(seed)
-    losses, start = [], 0
-    if resume:
-        if ckpt_dir is None:
-            raise ValueError("train_flow: resume=True needs ckpt_dir")
-        path = _ckpt_path(ckpt_dir)
-        if os.path.exists(path):
-            ck = ckpt.load_checkpoint(path, model, opt)
-            ts = ck.train_state or {}
-            if ck.stage != stage:
-                raise ValueError(f"{path}: checkpoint is of stage {ck.stage!r}, not {stage!r}")
-            if ts.get("batch_size") != batch_size or ts.get("seed") != seed:
-                raise ValueError(f"{path}: checkpoint was trained with batch_size "
-                                 f"{ts.get('batch_size')}, seed {ts.get('seed')}; got "
-                                 f"{batch_size}, {seed}")
-            rng.bit_generator.state = ts["rng"]
-            losses, start = list(ck.losses), ck.step
-            if len(losses) != start:
-                raise ValueError(f"{path}: {len(losses)} losses for step {start}")
+        warmup = min(5000, int(steps) // 10)
 
-    def save(step):
-        if ckpt_dir is None:
-            return
-        state = {"rng": rng.bit_generator.state, "seed": seed, "batch_size": batch_size,
-                 "steps": steps}
-        ckpt.save_checkpoint(_ckpt_path(ckpt_dir), model, stage=stage, step=step,
-                             classes=classes, optimizer=opt, train_state=state, losses=losses)
-
-    try:
-        from tqdm.auto import tqdm
-        bar = tqdm(total=steps, initial=start, desc=stage, disable=not progress,
-                   dynamic_ncols=True)
-    except ImportError:  # pragma: no cover - tqdm is a dependency
-        bar = None
-    t_start, done_here = time.perf_counter(), 0
-    try:
-        for step in range(start + 1, steps + 1):
-            batch = data.sample_batch(rng, batch_size)
-            x1, c = batch[0], batch[1]
-            x0 = batch[2] if len(batch) > 2 else None
-            loss = rf_loss(model, x1, c, rng, x0=x0)
-            opt.zero_grad()
-            loss.backward()
-            if grad_clip:
-                clip_grad_norm_(params, grad_clip)
-            opt.step()
-            value = float(loss.item())
-            if not math.isfinite(value):
-                raise FloatingPointError(f"train_flow: loss is {value} at step {step}")
-            losses.append(value)
-            done_here += 1
-            if bar is not None:
-                ips = done_here * batch_size / max(time.perf_counter() - t_start, 1e-9)
-                bar.set_postfix(loss=f"{value:.4f}", img_s=f"{ips:.1f}", refresh=False)
-                bar.update(1)
-            if ckpt_dir is not None and (step % ckpt_every == 0 or step == steps):
-                save(step)
-            if callback is not None:
-                callback(step, value)
-    finally:
-        if bar is not None:
-            bar.close()
-    if ckpt_dir is not None and start >= steps and not os.path.exists(_ckpt_path(ckpt_dir)):
-        save(start)
-    return losses
+    def step_loss(rng):
+        batch = data.sample_batch(rng, int(batch_size))
+        x0 = batch[2] if len(batch) > 2 else None
+        return rf_loss(model, batch[0], batch[1], rng, x0=x0), {}
+    return fit_loop(model, step_loss, steps, batch_size, lr=lr, warmup=warmup,
+                    grad_clip=grad_clip, weight_decay=weight_decay, ckpt_dir=ckpt_dir,
+                    ckpt_every=ckpt_every, resume=resume, seed=seed, stage=stage,
+                    classes=classes, progress=progress, callback=callback, who="train_flow")
 
 
 # -- Reflow -------------------------------------------------------------------

@@ -18,21 +18,17 @@ synthetic anomalies and the noise, in that order per step; checkpoints
 (timenet.checkpoint, stage "tpn", the TPN's weights only) save it with the
 AdamW state and the losses, so resume=True repeats the uninterrupted run's
 losses and weights exactly (as flow.train_flow). A checkpoint also records
-a digest of the denoiser's parameters, and resuming against another
-denoiser raises ValueError.
+a digest of the denoiser's parameters (the "denoiser" entry of its train
+state), and resuming against another denoiser raises ValueError.
 """
 import hashlib
-import math
-import os
-import time
 
 import numpy as np
 
 from .autograd import Tensor
 from .flow import _as_data
 from .nn import functional as F
-from .nn.utils import clip_grad_norm_
-from .optim import AdamW
+from .training import fit_loop
 
 __all__ = ["train_tpn", "params_digest", "tpn_loss"]
 
@@ -45,10 +41,6 @@ def params_digest(module):
         h.update(str(p.data.shape).encode())
         h.update(np.ascontiguousarray(p.data).tobytes())
     return h.hexdigest()
-
-
-def _ckpt_path(ckpt_dir):
-    return os.path.join(ckpt_dir, "last.safetensors")
 
 
 def tpn_loss(model, x1, c, rng, t, synthesizer, perceptual, perceptual_weight=1.0):
@@ -85,14 +77,9 @@ def train_tpn(model, data, steps, batch_size, lr=1e-4, t=0.83, synthesizer=None,
     to global norm grad_clip. ckpt_dir / ckpt_every / resume / callback as
     flow.train_flow; classes: names stored in the checkpoint.
     """
-    from . import checkpoint as ckpt
     from .anomaly import Synthesizer
     from .perceptual import Perceptual
     data = _as_data(data)
-    steps, batch_size = int(steps), int(batch_size)
-    if steps < 0 or batch_size < 1:
-        raise ValueError(f"train_tpn: need steps >= 0 and batch_size >= 1, got {steps}, "
-                         f"{batch_size}")
     if not 0.0 < float(t) < 1.0:
         raise ValueError(f"train_tpn: t must lie in (0, 1), got {t}")
     t = float(t)
@@ -101,7 +88,7 @@ def train_tpn(model, data, steps, batch_size, lr=1e-4, t=0.83, synthesizer=None,
     if isinstance(perceptual, str):
         perceptual = Perceptual(perceptual)
     if warmup is None:
-        warmup = min(1000, steps // 10)
+        warmup = min(1000, int(steps) // 10)
     denoiser, tpn = model.denoiser, model.tpn
     tpn_ids = {id(p) for p in tpn.parameters()}
     if any(id(p) in tpn_ids for p in denoiser.parameters()):
@@ -109,84 +96,22 @@ def train_tpn(model, data, steps, batch_size, lr=1e-4, t=0.83, synthesizer=None,
     flags = [p.requires_grad for p in denoiser.parameters()]
     denoiser.requires_grad_(False)
     digest = params_digest(denoiser)
+
+    def step_loss(rng):
+        x1, c = data.sample_batch(rng, int(batch_size))[:2]
+        loss, mse, perc = tpn_loss(model, x1, c, rng, t, synthesizer, perceptual,
+                                   perceptual_weight)
+        return loss, {"mse": mse, "perc": perc}
+    kind = getattr(perceptual, "kind", None if perceptual is None else type(perceptual).__name__)
     try:
-        params = [p for p in tpn.parameters() if p.requires_grad]
-        opt = AdamW(params, lr=lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=weight_decay,
-                    warmup_steps=warmup)
-        rng = np.random.default_rng(seed)
-        losses, start = [], 0
-        if resume:
-            if ckpt_dir is None:
-                raise ValueError("train_tpn: resume=True needs ckpt_dir")
-            path = _ckpt_path(ckpt_dir)
-            if os.path.exists(path):
-                ck = ckpt.load_checkpoint(path, tpn, opt)
-                ts = ck.train_state or {}
-                if ck.stage != stage:
-                    raise ValueError(f"{path}: checkpoint is of stage {ck.stage!r}, not "
-                                     f"{stage!r}")
-                if ts.get("batch_size") != batch_size or ts.get("seed") != seed or \
-                        ts.get("t") != t:
-                    raise ValueError(f"{path}: checkpoint was trained with batch_size "
-                                     f"{ts.get('batch_size')}, seed {ts.get('seed')}, t "
-                                     f"{ts.get('t')}; got {batch_size}, {seed}, {t}")
-                if ts.get("denoiser") != digest:
-                    raise ValueError(f"{path}: checkpoint was trained against another "
-                                     f"denoiser (parameter digest differs)")
-                rng.bit_generator.state = ts["rng"]
-                losses, start = list(ck.losses), ck.step
-                if len(losses) != start:
-                    raise ValueError(f"{path}: {len(losses)} losses for step {start}")
-
-        def save(step):
-            if ckpt_dir is None:
-                return
-            state = {"rng": rng.bit_generator.state, "seed": seed, "batch_size": batch_size,
-                     "steps": steps, "t": t, "denoiser": digest, "lr": lr,
-                     "perceptual": getattr(perceptual, "kind", None if perceptual is None
-                                           else type(perceptual).__name__),
-                     "perceptual_weight": perceptual_weight}
-            ckpt.save_checkpoint(_ckpt_path(ckpt_dir), tpn, stage=stage, step=step,
-                                 classes=classes, optimizer=opt, train_state=state,
-                                 losses=losses)
-
-        try:
-            from tqdm.auto import tqdm
-            bar = tqdm(total=steps, initial=start, desc=stage, disable=not progress,
-                       dynamic_ncols=True)
-        except ImportError:  # pragma: no cover - tqdm is a dependency
-            bar = None
-        t_start, done_here = time.perf_counter(), 0
-        try:
-            for step in range(start + 1, steps + 1):
-                batch = data.sample_batch(rng, batch_size)
-                x1, c = batch[0], batch[1]
-                loss, mse, perc = tpn_loss(model, x1, c, rng, t, synthesizer, perceptual,
-                                           perceptual_weight)
-                opt.zero_grad()
-                loss.backward()
-                if grad_clip:
-                    clip_grad_norm_(params, grad_clip)
-                opt.step()
-                value = float(loss.item())
-                if not math.isfinite(value):
-                    raise FloatingPointError(f"train_tpn: loss is {value} at step {step}")
-                losses.append(value)
-                done_here += 1
-                if bar is not None:
-                    ips = done_here * batch_size / max(time.perf_counter() - t_start, 1e-9)
-                    bar.set_postfix(loss=f"{value:.4f}", mse=f"{mse:.4f}", perc=f"{perc:.4f}",
-                                    img_s=f"{ips:.1f}", refresh=False)
-                    bar.update(1)
-                if ckpt_dir is not None and (step % ckpt_every == 0 or step == steps):
-                    save(step)
-                if callback is not None:
-                    callback(step, value)
-        finally:
-            if bar is not None:
-                bar.close()
-        if ckpt_dir is not None and start >= steps and not os.path.exists(_ckpt_path(ckpt_dir)):
-            save(start)
+        losses = fit_loop(tpn, step_loss, steps, batch_size, lr=lr, warmup=warmup,
+                          grad_clip=grad_clip, weight_decay=weight_decay, ckpt_dir=ckpt_dir,
+                          ckpt_every=ckpt_every, resume=resume, seed=seed, stage=stage,
+                          classes=classes, progress=progress, callback=callback,
+                          identity={"t": t, "denoiser": digest},
+                          info={"lr": lr, "perceptual": kind,
+                                "perceptual_weight": perceptual_weight},
+                          who="train_tpn")
     finally:
         for p, f in zip(denoiser.parameters(), flags):
             p.requires_grad = f
