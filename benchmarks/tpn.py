@@ -24,22 +24,9 @@ import sys
 import time
 import warnings
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from common import peak_rss_mib  # noqa: E402  (also puts the repo root on sys.path)
 
 import numpy as np  # noqa: E402
-
-
-def peak_rss_mib():
-    """VmHWM (peak resident set) of this process, MiB."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    import resource
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def bench_synthesis(sizes, n, texture_dir=None):
