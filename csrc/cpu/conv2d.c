@@ -1,50 +1,57 @@
-// conv2d on the CPU: im2col + GEMM (OpenBLAS), tiled so the scratch memory
-// stays bounded whatever the image size.
+// conv2d on the CPU: GEMMs through OpenBLAS on tiles, so the scratch memory
+// stays bounded (a few MB per thread) whatever the image or batch size.
 //
 // A convolution is a GEMM per image n:
 //     y_n (K, P*Q) = W (K, C*R*S) @ col(x_n) (C*R*S, P*Q)
 // where col(x_n) holds, for every output position, the C*R*S input values
 // its kernel window covers (zero outside the padded image). Materialising
-// col for a whole image is C*R*S*P*Q floats: 151 MB for one 64-channel
-// 3x3 conv at 256x256, per image. So the columns are built a tile at a time:
-// a range of J consecutive output positions (flattened p*Q + q; whole rows
-// or parts of rows) gives col tile (C*R*S, J) and one GEMM
-//     y_n[:, j0:j0+J] = W @ col_tile        (ldc = P*Q: no copy back)
-// The tile width (about 256 positions, at most 2 MB of columns) is big enough
-// that the GEMM runs near its peak and small enough to stay in the L2 cache
-// of the core that built it (the GEMM reads it right after).
+// col for a whole image is C*R*S*P*Q floats: 151 MB for one 64-channel 3x3
+// conv at 256x256, per image. Three ways around that, picked per shape:
 //
-// Threading: OpenMP threads take (image, tile) work items, and each calls
-// OpenBLAS single-threaded, so im2col, GEMM and bias of one tile run on one
-// core with the tile in its cache, and no OpenBLAS thread pool competes with
-// spinning OpenMP threads. On these shapes that beat one tile at a time with a
-// multi-threaded GEMM; benchmarks/kernels.py has the measurements.
+// 1. 1x1, stride 1, no padding ("pointwise"): col(x_n) is x_n itself viewed
+//    as (C, H*W); the GEMMs run on column blocks of x, no copy at all.
 //
-// backward_input: dcol (C*R*S, J) = W^T @ dy_n[:, j0:j0+J], then col2im adds
-// dcol into dx_n. Tiles of one image overlap in dx (a kernel window spans R
-// input rows), so on this path threads split the input CHANNELS instead (each
-// owns dx rows c0..c1 and the matching rows of W^T): no two threads ever
-// write the same dx element and no locks are needed.
+// 2. Stride 1 with >= 16 channels and a padded width >= 24 ("shifted"): copy
+//    a tile of T output rows' worth of input, zero-padded to width
+//    Wp = W + 2*pad, into xpad (C, (T+R-1)*Wp); kernel offset (r, s) then sees
+//    the contiguous run xpad[c][r*Wp + s + j] for output j = t*Wp + q, so
+//        ywide (K, T*Wp) = sum over (r, s) of W_rs (K, C) @ xpad_shifted(r, s)
+//    is R*S GEMMs on views of one buffer. Columns q >= Q of each output row
+//    are junk (they wrap into the next row) and are dropped on the copy out.
+//    The input is copied once instead of R*S times (im2col was 15-30 % of a
+//    64-channel conv); the junk columns cost (S-1)/Wp of the flops.
+//    backward_input is the adjoint: the GEMMs dxpad_shifted(r, s) +=
+//    W_rs^T @ dywide (junk columns of dywide zero) accumulate straight into
+//    shifted views of one buffer, which is then added into dx.
 //
-// backward_weight: dW (K, C*R*S) += dy_n[:, tile] @ col_tile^T, summed over
-// images and tiles. Thread 0 accumulates into dw itself, the others into
-// private (K, C*R*S) buffers that are added in at the end.
+// 3. Otherwise (strided, few channels, narrow maps) im2col on tiles: a range
+//    of J consecutive output positions (flattened p*Q + q; whole rows or
+//    parts of rows) gives col tile (C*R*S, J) and one GEMM
+//        y_n[:, j0:j0+J] = W @ col_tile        (ldc = P*Q: no copy back)
+//    J is about 256 positions (at most 2 MB of columns): wide enough for the
+//    GEMM to run near its best, small enough to stay in the L2 cache of the
+//    core that built it. backward_input: dcol = W^T @ dy tile, then col2im.
 //
-// 1x1 convolutions with stride 1 and no padding are plain GEMMs on x itself:
-// col(x_n) = x_n viewed as (C, H*W), so no im2col or col2im at all.
+// backward_weight is always im2col (pointwise: x itself): dW (K, C*R*S) +=
+// dy_n[:, tile] @ col_tile^T over images and tiles. (Shifted GEMMs for dW,
+// 9 GEMMs of (K, C) each, measured 5-25 % slower than this.)
 //
-// Stride-1 convolutions with enough channels skip im2col too ("shifted"
-// GEMMs). Copy a tile of T output rows' worth of input, zero-padded to width
-// Wp = W + 2*pad, into xpad (C, (T+R-1)*Wp); then kernel offset (r, s) sees
-// the contiguous run xpad[c][r*Wp + s + j] for output j = t*Wp + q, so
-//     ywide (K, T*Wp) = sum over (r, s) of W_rs (K, C) @ xpad_shifted(r, s)
-// is R*S GEMMs on views of one buffer. Columns q >= Q of each output row are
-// junk (they wrap into the next row) and are dropped on the copy out. The
-// input is copied once instead of R*S times: im2col was ~15-20 % of a
-// 64-channel 3x3 conv, the junk columns cost (S-1)/Wp (<1 % at 256 wide).
-// backward_input is the adjoint: dxpad shifted by (r, s) += W_rs^T @ dywide
-// (junk columns of dywide zeroed), GEMMs accumulating straight into the
-// shifted views, then dxpad is added into dx.
+// Threading: OpenMP threads take work items, about 4 per thread so that a
+// thread the OS preempts (these machines are shared) holds the others up for
+// one item only, and each item calls OpenBLAS single-threaded: the copy and
+// the GEMMs of a tile run on one core with the tile in its cache, and no
+// OpenBLAS thread pool competes with our threads. Measured against one tile
+// at a time with OpenBLAS threading each GEMM, this was 10-25 % faster on
+// the 256x256 shapes and as fast within noise on the small ones
+// (benchmarks/kernels.py has the figures). Work items:
+// - forward and backward_weight: (image, tile). backward_weight sums into
+//   dw on thread 0 and into private (K, C*R*S) copies on the others, added
+//   in at the end (cheaper than splitting dW by channels: measured).
+// - backward_input: row tiles of one image overlap in dx by R-1 input rows.
+//   Shifted path: even tiles of all images first, then odd ones (two tiles
+//   of a phase are a whole tile, >= R-1 rows, apart). im2col path: threads
+//   split the input channels (each owns dx rows c0..c1). Pointwise: tiles
+//   do not overlap at all. Either way no two threads write one dx element.
 #include "common.h"
 #include "cpu/blas.h"
 #include "cpu/conv2d.h"
@@ -59,6 +66,8 @@
 // 2-4 MB measured 5-10 % slower on 64-channel convs at 256x256.)
 #define CONV_TILE_COLS 256
 #define CONV_TILE_MAX_BYTES (2 * 1024 * 1024)
+// 1x1 tiles are views of x (no copy): wider ones measured 10-15 % better.
+#define CONV_POINTWISE_COLS 2048
 // Narrowest tile worth a GEMM call.
 #define CONV_MIN_TILE 32
 // Work items to aim for per thread. With dynamic scheduling a thread that
@@ -141,7 +150,8 @@ static conv_plan make_plan(int N, int C, int H, int W, int K, int R, int S, int 
     p.CRS = C * R * S;
     p.pointwise = R == 1 && S == 1 && stride == 1 && pad == 0;
     p.threads = omp_get_max_threads();
-    long t = TN_MIN(CONV_TILE_COLS, CONV_TILE_MAX_BYTES / (4L * p.CRS));
+    long t = p.pointwise ? CONV_POINTWISE_COLS
+                         : TN_MIN(CONV_TILE_COLS, CONV_TILE_MAX_BYTES / (4L * p.CRS));
     if (t < CONV_MIN_TILE) t = CONV_MIN_TILE;
     // Enough work items for every thread when the batch is small (a 16x16
     // map of one image is a single tile otherwise).
