@@ -128,7 +128,7 @@ static void blas_serial_end(void) {
     }
 }
 
-static int ceil_div(int a, int b) { return (a + b - 1) / b; }
+static int ceil_div(int a, int b) { return (int)(((long)a + b - 1) / b); }
 
 static int gcd(int a, int b) {
     while (b) {
@@ -265,8 +265,8 @@ static void scatter_add_row(float *restrict dst, const float *restrict src, int 
 // col[(c*R + r)*S + s][j - j0] = x[c][p*stride - pad + r][q*stride - pad + s],
 // zero where that falls in the padding. x is (C, H, W) (one image).
 // The tile is walked one output-row segment (row p, columns q .. q+n-1) at a
-// time, outermost, so the index arithmetic is paid per segment and (c, r),
-// not per element; on 16-wide maps it was a third of the conv.
+// time; each (c, r, s) row of a segment is one contiguous (stride 1) or
+// strided copy between zero borders.
 static void im2col_tile(float *restrict col, const float *restrict x, int C, int H, int W, int R,
                         int S, int stride, int pad, int Q, int j0, int J) {
     for (int j = j0; j < j0 + J;) {
