@@ -25,8 +25,11 @@ test: build
 demo: build
 	$(PY) -m timenet.cli demo --out demo_out
 
+BENCHES := kernels metrics scoring flow tpn
+
 bench: build
-	for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+	for b in $(BENCHES); do echo "== benchmarks/$$b.py"; $(PY) benchmarks/$$b.py || exit 1; done
+	test ! -d demo_out/run || $(PY) benchmarks/scoring_fallback.py --run demo_out/run --data demo_out/data
 
 clean:
 	rm -rf build timenet/_core*.so *.egg-info
