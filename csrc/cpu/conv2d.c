@@ -105,12 +105,12 @@ typedef struct {
 // pthreads-OpenBLAS GEMM called from an OpenMP region oversubscribes the cores
 // (and OpenBLAS warns "Detect OpenMP Loop and this application may hang").
 // The wheel's OpenBLAS declares openblas_set_num_threads_local but does not
-// export it, so the process-wide count is set to 1 while any conv kernel runs
+// export it, so the process-wide count is set to 1 while any such kernel runs
 // (a counter, so concurrent calls from several Python threads nest) and put
 // back after. Setting it costs well under a microsecond.
 static int blas_serial_users, blas_saved_threads;
 
-static void blas_serial_begin(void) {
+void blas_serial_begin(void) {
     #pragma omp critical(tn_conv_blas_threads)
     {
         if (blas_serial_users++ == 0) {
@@ -120,7 +120,7 @@ static void blas_serial_begin(void) {
     }
 }
 
-static void blas_serial_end(void) {
+void blas_serial_end(void) {
     #pragma omp critical(tn_conv_blas_threads)
     {
         if (--blas_serial_users == 0 && blas_saved_threads != 1)
