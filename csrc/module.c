@@ -39,13 +39,20 @@ static PyMethodDef *const families[] = {
     tn_conv_methods,
     tn_attn_methods,
     tn_score_methods,
+    tn_cuda_methods,
+    tn_cuda_ops_methods,
 };
 
 static int core_exec(PyObject *m) {
     import_array1(-1);
     for (size_t i = 0; i < sizeof families / sizeof families[0]; i++)
         if (PyModule_AddFunctions(m, families[i]) < 0) return -1;
+#ifdef TN_HAVE_CUDA
+    if (PyModule_AddIntConstant(m, "has_cuda", 1) < 0) return -1;
+#else
     if (PyModule_AddIntConstant(m, "has_cuda", 0) < 0) return -1;
+#endif
+    if (tn_cuda_add_types(m) < 0) return -1;
     return 0;
 }
 
