@@ -1,12 +1,15 @@
 """AdamW (PyTorch semantics) with linear warm-up and constant or cosine decay.
 
-The update itself is one fused C kernel per parameter (`_core.adamw_step`).
+The update itself is one fused C kernel per parameter (`_core.adamw_step`,
+or `_core.cuda_adamw_step` for a parameter on a GPU; its moments follow it
+there).
 """
 import math
 
 import numpy as np
 
 from ._loader import _core
+from .autograd import _DeviceArray, _device_of, _host_copy, _to_device, _zeros_like
 
 
 class AdamW:
@@ -31,8 +34,8 @@ class AdamW:
         self.warmup_steps, self.schedule = int(warmup_steps), schedule
         self.total_steps, self.min_lr = total_steps, min_lr
         self.step_count = 0
-        self.m = [np.zeros_like(p.data) for p in self.params]
-        self.v = [np.zeros_like(p.data) for p in self.params]
+        self.m = [_zeros_like(p.data) for p in self.params]
+        self.v = [_zeros_like(p.data) for p in self.params]
 
     def lr_at(self, step):
         """Learning rate for update number `step` (1-based)."""
@@ -52,9 +55,19 @@ class AdamW:
         self.step_count += 1
         lr = self.lr_at(self.step_count)
         b1, b2 = self.betas
-        for p, m, v in zip(self.params, self.m, self.v):
+        for i, (p, m, v) in enumerate(zip(self.params, self.m, self.v)):
             if p.grad is None:
                 continue
+            if type(p.data) is _DeviceArray:
+                if _device_of(m) != p.device:  # the model moved after the optimizer was made
+                    self.m[i] = m = _to_device(m, p.device)
+                    self.v[i] = v = _to_device(v, p.device)
+                _core.cuda_adamw_step(p.data, p.grad.data, m, v, lr, b1, b2, self.eps,
+                                      self.weight_decay, self.step_count)
+                continue
+            if type(m) is _DeviceArray:
+                self.m[i] = m = m.numpy()
+                self.v[i] = v = v.numpy()
             _core.adamw_step(p.data, p.grad.data, m, v, lr, b1, b2, self.eps,
                              self.weight_decay, self.step_count)
         return lr
@@ -63,8 +76,8 @@ class AdamW:
         """Everything needed to resume exactly: moments, step, settings."""
         return {
             "step": self.step_count,
-            "m": [a.copy() for a in self.m],
-            "v": [a.copy() for a in self.v],
+            "m": [_host_copy(a) for a in self.m],
+            "v": [_host_copy(a) for a in self.v],
             "hyper": {"lr": self.lr, "betas": list(self.betas), "eps": self.eps,
                       "weight_decay": self.weight_decay, "warmup_steps": self.warmup_steps,
                       "schedule": self.schedule, "total_steps": self.total_steps,

@@ -406,8 +406,9 @@ class UNet(nn.Module):
                 td = np.full(N, td[0], np.float32)
             if td.shape != (N,):
                 raise ValueError(f"UNet: t must be a scalar or (N,) = ({N},), got {td.shape}")
-            sin = F.timestep_embedding(np.ascontiguousarray(td * 999.0), cfg.base_channels)
             d0, d1 = self.temb.dense
+            sin = F.timestep_embedding(np.ascontiguousarray(td * 999.0), cfg.base_channels,
+                                       device=d0.weight.device)  # where the model is
             emb = d1(F.silu(d0(sin)))
         if cfg.num_classes:
             if c is None:

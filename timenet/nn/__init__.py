@@ -8,7 +8,7 @@ from collections import OrderedDict
 
 import numpy as np
 
-from ..autograd import Tensor
+from ..autograd import Tensor, _DeviceArray, _canonical_device, _host_copy, _to_device
 from . import functional as F
 from . import init
 
@@ -20,6 +20,11 @@ class Parameter(Tensor):
     """A Tensor that a Module registers as trainable."""
 
     def __init__(self, data, requires_grad=True):
+        if isinstance(data, Tensor):
+            data = data.data
+        if type(data) is _DeviceArray:  # a device copy, as np.array copies
+            super().__init__(data.copy(), requires_grad=requires_grad)
+            return
         super().__init__(np.array(data, dtype=np.float32), requires_grad=requires_grad)
 
 
@@ -97,13 +102,38 @@ class Module:
         for p in self.parameters():
             p.grad = None
 
+    # -- devices ----------------------------------------------------------
+    def to(self, device):
+        """Move every parameter (and its gradient) to `device` ('cpu',
+        'cuda', 'cuda:N') in place; returns self. Buffers (numpy state such
+        as stored score ratios) stay on the host."""
+        target = _canonical_device(device)
+        for p in self.parameters():
+            p.data = _to_device(p.data, target)
+            if p.grad is not None:
+                p.grad.data = _to_device(p.grad.data, target)
+        return self
+
+    def cuda(self, device=None):
+        return self.to("cuda" if device is None else f"cuda:{int(device)}")
+
+    def cpu(self):
+        return self.to("cpu")
+
+    @property
+    def device(self):
+        """Where the parameters are ('cpu' when there are none)."""
+        for p in self.parameters():
+            return p.device
+        return "cpu"
+
     # -- state ------------------------------------------------------------
     def state_dict(self):
         """OrderedDict name -> numpy array (copies), PyTorch-style names."""
         out = OrderedDict()
         for mprefix, m in self.named_modules():
             for name, p in m._params.items():
-                out[f"{mprefix}.{name}" if mprefix else name] = p.data.copy()
+                out[f"{mprefix}.{name}" if mprefix else name] = _host_copy(p.data)
             for name in m._buffers:
                 out[f"{mprefix}.{name}" if mprefix else name] = getattr(m, name).copy()
         return out
@@ -134,7 +164,10 @@ class Module:
                 raise ValueError(f"load_state_dict: {key} has shape {value.shape}, "
                                  f"the model expects {cur_shape}")
             if name in m._params:
+                dev = cur.device
                 cur.data = np.array(value, dtype=np.float32)
+                if dev != "cpu":  # a parameter keeps its device
+                    cur.data = _to_device(cur.data, dev)
             else:
                 object.__setattr__(m, name, np.array(value, dtype=np.float32))
         return missing, unexpected
