@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# The GPU check of the CUDA backend (issue 8), for a machine with an NVIDIA GPU.
+#
+#   benchmarks/gpu_check.sh            # build, CUDA tests, benchmark (TF32 off and on)
+#   benchmarks/gpu_check.sh --quick    # the benchmark with fewer steps, TF32 on only
+#   PYTHON=/path/to/python TORCH_PYTHON=/usr/bin/python3 benchmarks/gpu_check.sh
+#
+# 1. builds timenet._core with the CUDA backend (TIMENET_CUDA=1: an error if
+#    nvcc or cuDNN is missing), for this GPU's architecture unless
+#    TIMENET_CUDA_ARCH says otherwise;
+# 2. runs tests/test_cuda.py (every engine op on CUDA against the CPU, forward
+#    and backward; the allocator; a U-Net and an AdamW step);
+# 3. runs benchmarks/gpu.py: CUDA vs CPU on one paper-preset image, training
+#    images/s and one-step inference images/s (denoiser + TPN + scoring) of the
+#    paper preset at 256x256, peak GPU memory, and the same U-Net in PyTorch
+#    side by side where an interpreter with torch is found (TORCH_PYTHON, this
+#    PYTHON, or python3); skipped cleanly otherwise.
+# Arguments are passed to benchmarks/gpu.py. Budget: under 8 minutes on one
+# A100/H100-class GPU: the build, the tests and the benchmark are limited to
+# 120 + 150 + 200 s (what a phase printed before its limit stays on screen;
+# --quick halves the benchmark). Exit status: 0 when the
+# build, the tests and the benchmark ran clean; 2 when there is no GPU (the
+# checks were skipped, which is not a pass); 1 otherwise.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-.venv/bin/python}
+[ -x "$PY" ] || PY=python3
+start=$(date +%s)
+status=0
+say() { printf '\n== %s (%ds)\n' "$1" $(( $(date +%s) - start )); }
+
+say "GPU"
+if command -v nvidia-smi >/dev/null 2>&1; then
+    nvidia-smi --query-gpu=name,driver_version,memory.total,compute_cap --format=csv,noheader
+    cap=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -1 | tr -d ' .')
+else
+    echo "nvidia-smi not found"
+    cap=""
+fi
+# Build only for the GPU in this machine (faster than the default 80;90 + PTX).
+if [ -z "${TIMENET_CUDA_ARCH:-}" ] && [ -n "$cap" ]; then
+    export TIMENET_CUDA_ARCH="$cap"
+fi
+
+say "build (TIMENET_CUDA=1, arch ${TIMENET_CUDA_ARCH:-default})"
+if ! TIMENET_CUDA=1 timeout 120 "$PY" setup.py -q build_ext --inplace; then
+    echo "FAILED: the CUDA build"
+    exit 1
+fi
+"$PY" - <<'EOF' || status=1
+import timenet
+c = timenet.cuda
+print(f"timenet {timenet.__version__}: CUDA build {c.is_built()}, available {c.is_available()}"
+      + (f", {c.device_count()} x {c.get_device_name()}" if c.is_available() else
+         f" ({c.unavailable_reason()})"))
+EOF
+have_gpu=$("$PY" -c "import timenet; print(int(timenet.cuda.is_available()))" 2>/dev/null || echo 0)
+
+say "CUDA tests"
+TIMENET_EXPECT_CUDA_BUILD=1 timeout 150 "$PY" -m pytest -q -p no:cacheprovider --maxfail=25 \
+    tests/test_cuda.py || { echo "FAILED: tests/test_cuda.py"; status=1; }
+
+say "benchmark"
+torch_args=()
+if [ -n "${TORCH_PYTHON:-}" ]; then torch_args=(--torch-python "$TORCH_PYTHON"); fi
+timeout 200 "$PY" -u benchmarks/gpu.py "${torch_args[@]}" "$@" || { echo "FAILED: benchmarks/gpu.py"; status=1; }
+
+say "done"
+if [ "$have_gpu" != "1" ]; then
+    echo "NO GPU: the CUDA tests and benchmark were skipped; nothing was checked on a device"
+    exit 2
+fi
+exit $status
