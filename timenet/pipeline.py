@@ -27,12 +27,15 @@ from .models import UNet
 FORMAT = "timenet-run"
 
 # Per-preset defaults of the training schedule. `small` trains all stages on
-# 5 classes x 80 images in at most 30 minutes on a 2-core CPU (measured with
-# `timenet train`); `paper` is the paper's scale and wants a GPU.
+# 5 classes x 80 images in at most 30 minutes on a 2-core CPU (`timenet
+# train --preset small`; a 1500/300/80/400 schedule took 37.6 min with the
+# machine shared, so these are cut by a third); `paper` is the paper's scale
+# and wants a GPU. ode_tol: RK45's rtol = atol for the Reflow pairs (1e-5 in
+# the paper; 1e-3 cuts the CPU presets' model calls about 10x).
 SCHEDULES = {
     "tiny":  dict(flow_steps=600, reflow_steps=200, reflow_pairs=64, tpn_steps=200,
                   batch_size=16, ode_tol=1e-3),
-    "small": dict(flow_steps=1500, reflow_steps=300, reflow_pairs=80, tpn_steps=400,
+    "small": dict(flow_steps=1000, reflow_steps=150, reflow_pairs=64, tpn_steps=200,
                   batch_size=8, ode_tol=1e-3),
     "paper": dict(flow_steps=200000, reflow_steps=50000, reflow_pairs=10000,
                   tpn_steps=50000, batch_size=16, ode_tol=1e-5),
@@ -151,9 +154,17 @@ class TimeNet:
             self._fit_ratios(x, c)
         return self
 
-    def score_rounds(self):
-        """8 rounds of 8x8 pooling need 57 px; smaller images get fewer rounds."""
-        return max(1, min(8, (self.image_size - 8) // 7))
+    def score_pooling(self):
+        """(kernel, rounds) of the image score: the paper's 8 rounds of 8x8 at
+        256 px, the kernel scaled with the image (2 at 64 px and below), so the
+        pooled window covers the same fraction of the image at every size.
+        (Keeping 8x8 at 64 px averages over 57 of 64 pixels, which dilutes
+        small defects: on the demo's small run, I-AUROC 77.1 vs 93.5.)"""
+        kernel = max(2, round(8 * self.image_size / 256))
+        rounds = 8
+        while rounds > 1 and rounds * (kernel - 1) >= self.image_size:
+            rounds -= 1
+        return kernel, rounds
 
     # -- training --------------------------------------------------------------------
     def fit(self, data, out_dir=None, resume=False, progress=True):
@@ -264,7 +275,8 @@ class TimeNet:
         maps = scoring.anomaly_map(x, xh, ext, self.config.layers, self.config.weights,
                                    self.config.lam, self.sigma,
                                    ratios=self.ratios if ext is not None else None)
-        scores = scoring.image_score(maps, rounds=self.score_rounds())
+        kernel, rounds = self.score_pooling()
+        scores = scoring.image_score(maps, kernel=kernel, rounds=rounds)
         return {"reconstruction": xh, "map": maps, "score": scores, "T": T}
 
     def evaluate(self, test_data, use_tpn=True, return_predictions=False):
