@@ -637,7 +637,7 @@ def test_op_table_on_gpu(monkeypatch, mod, case):
 def test_device_array_round_trip():
     DA = cuda.DeviceArray
     for a in (np.arange(24, dtype=np.float32).reshape(2, 3, 4), np.arange(5, dtype=np.int64),
-              np.arange(6, dtype=np.int32).reshape(3, 2), np.float32(3.5) * np.ones(()),
+              np.arange(6, dtype=np.int32).reshape(3, 2), np.full((), 3.5, np.float32),
               np.zeros((0, 3), np.float32)):
         d = DA.from_numpy(a)
         assert d.shape == a.shape and d.dtype == a.dtype and d.nbytes == a.nbytes
@@ -661,6 +661,8 @@ def test_device_array_round_trip():
 
 @gpu
 def test_allocator_caches_and_reports():
+    import gc
+    gc.collect()  # no earlier test's arrays freed in the middle of this one
     cuda.synchronize()
     cuda.empty_cache()
     s0 = cuda.memory_stats()
