@@ -1,21 +1,85 @@
 """Kernel benchmarks of the CPU engine: GFLOP/s as fractions of the FMA peak.
 
-    python benchmarks/kernels.py            # full table (about a minute or two)
+    python benchmarks/kernels.py            # full table (3-6 minutes)
     python benchmarks/kernels.py --quick    # fewer shapes, shorter timing
-    python benchmarks/kernels.py --only conv3x3 --threads 1
+    python benchmarks/kernels.py --only conv3x3 --threads 1 --json out.json
 
 Every figure is printed next to baselines measured in the same run (machines
 here are shared and noisy, DESIGN.md §5): the register-only FMA loop
 (`_core.fma_peak`, 1 thread and all threads) and OpenBLAS sgemm (the same
 library the kernels call, through ctypes) at 2048^3 and at the GEMM shapes
-the convolutions issue. Times are the best of several runs; nothing here
-asserts a time.
+the convolutions issue. Rows are timed in interleaved rounds and the best
+time kept, so a burst of load from another job spoils one measurement of a
+row, not all. Nothing here asserts a time. FLOPs: 2*N*K*C*R*S*P*Q per conv
+pass (bwd_x+w counts two), 2*N*I*O per linear pass.
 
 Other op families add rows with a builder in ROW_BUILDERS (see
 `linear_rows()`): a Row is (op, shape, flops, fn, workspace_bytes).
 
-Measurements (2-core AVX-512 VM, OpenBLAS 0.3.34 SkylakeX kernels, shared
-with other jobs, so +-10 %): see RESULTS at the end of this docstring.
+RESULTS (2-core AVX-512 VM, OpenBLAS 0.3.34 SkylakeX kernels, OMP_WAIT_POLICY
+passive). The FMA loop gives 231 GFLOP/s on 1 thread and 446-488 on 2 (not
+the 330/660 DESIGN.md quotes: this VM's cores run AVX-512 at ~3.6 GHz). The
+machine ran other builds and a training job throughout (load average 1.7-3.2),
+so figures move by +-10 %. 2 threads, best of 3 runs, GFLOP/s (% of peak):
+
+                                       fwd          bwd_x+w       bwd_w
+  3x3 64->64    256^2 N1           237 (51 %)    206 (45 %)    186 (40 %)
+  3x3 64->64    256^2 N4           224 (49 %)    194 (42 %)    183 (40 %)
+  3x3 128->128   64^2 N1           277 (60 %)    256 (55 %)    239 (52 %)
+  3x3 128->128   64^2 N4           291 (63 %)    255 (55 %)    244 (53 %)
+  3x3 256->256   16^2 N1           239 (52 %)    204 (44 %)    180 (39 %)
+  3x3 256->256   16^2 N4           256 (55 %)    252 (55 %)    252 (55 %)
+  3x3 3->64 (stem) 256^2 N4         68 (15 %)     75 (16 %)     54 (12 %)
+  3x3 s2 64->64  256^2 N4          160 (35 %)    128 (28 %)    150 (33 %)
+  3x3 s2 128->128 64^2 N4          211 (46 %)    194 (42 %)    214 (46 %)
+  3x3 s2 256->256 16^2 N4          211 (46 %)    184 (40 %)    176 (38 %)
+  1x1 64->128    64^2 N4           201 (44 %)    169 (37 %)    144 (31 %)
+  1x1 128->64   256^2 N4           113 (24 %)    111 (24 %)    110 (24 %)
+  3x3 32->32 64^2 N4 (small)       202 (44 %)    147 (32 %)    128 (28 %)
+  3x3 64->64 32^2 N4 (small)       238 (52 %)    194 (42 %)    178 (39 %)
+  linear N256 512->512             240 (52 %)    231 (50 %)
+  sgemm 2048^3: 339-405 on 2 threads (73-83 %), 173-197 on 1 (75-81 % of 1)
+  sgemm on the conv GEMM shapes, 1 thread: 121-184 (53-75 % of 1 thread)
+  workspace: at most 2.4 MB forward, 4.5 MB backward (2 threads)
+In the quietest run (2-thread peak 488) the 64->64 256^2 N1 conv reached
+294 (60 %) forward, 229 (47 %) bwd_x+w, 216 (44 %) bwd_w. On 1 thread
+(--threads 1, peak 230): 64->64 256^2 55 / 45 / 41 %, 128->128 64^2
+64 / 58 / 55 %, 256->256 16^2 N4 55 / 56 / 59 %: the 2-thread figures are
+the per-core efficiency, the threads scale when the cores are free.
+
+What bounds it: OpenBLAS itself reaches only 53-75 % of the FMA peak on the
+GEMMs a conv issues (one side is the 64-256 output channels; 2048^3 gets
+73-83 %), and the convs run at 75-95 % of their own GEMMs' speed; the rest
+is copies (tile padding, im2col/col2im), the junk columns of shifted GEMMs,
+the dW private sums and fork/join. 1x1 convs on 256^2 maps move 768 bytes of
+x and y per 16 kFLOP and are memory-bound here (24 %); the 3-channel stem is
+a GEMM with a reduction of 27 (15 %). Strided convs go through im2col (a
+polyphase split into stride-1 shifted GEMMs would save most of its copies;
+they are a few % of the U-Net's conv FLOPs, so it was not done).
+
+Choices measured (same machine, interleaved A/B runs, GFLOP/s, 2 threads):
+- Threading. Shipped: OpenMP threads take (image, tile) items, each calling
+  OpenBLAS single-threaded. Variant: the same tiles one at a time, each GEMM
+  threaded by OpenBLAS (copies on one thread). 64->64 256^2 N4: fwd 231/226
+  vs 199/191, bwd_x 205/218 vs 193/189, bwd_w 206/183 vs 160/159; stride 2
+  64->64 256^2 N4: fwd 142/146 vs 119/120, bwd_w 149 vs 129/130; 128->128
+  64^2 N1 and 256->256 16^2 N4: within +-15 % either way, run to run. With
+  another process on one core OpenBLAS's own threads collapse: before linear
+  moved to the same scheme, N256 512->512 took 20 ms (0.4 ms quiet) and a
+  4x256 @ 256x1024 GEMM ran at 0.5 GFLOP/s; now 1.0 ms and 22 GFLOP/s.
+- Shifted GEMMs vs im2col (stride 1, fwd): 64->64 256^2 257 vs 211; 128->128
+  64^2 253 vs 227; 32->32 64^2 N4 179 vs 153; at 16^2 (padded width 18)
+  im2col was ahead (220 vs 207), hence shifted only from a padded width of 24.
+  For dW, shifted GEMMs (9 GEMMs of (K, C)) were 7-25 % slower than im2col.
+- GEMM orientation: y (K, J) = W (K, CRS) @ col (CRS, J), shipped, ran
+  5-15 % faster in OpenBLAS than the transposed y^T = col^T @ W^T (64x224x576
+  on 1 thread: 135-150 vs 127-132 GFLOP/s) and needs no transpose of y.
+- Tiles: ~256 positions an im2col tile (at most 2 MB; 56-position tiles of
+  256-channel convs were 5-10 % slower); shifted tiles of 256 KB - 2 MB all
+  within noise (1 MB kept); 1x1 tiles of 2048 positions 10-15 % better
+  than 256; splitting dW by channel groups instead of private sums 10-30 %
+  slower; an un-tiled whole-image GEMM (64x65536x576, 151 MB of columns an
+  image) runs at 204-263 GFLOP/s on 2 threads, at or below the tiled conv.
 """
 import argparse
 import ctypes
