@@ -28,10 +28,8 @@ $TIMENET_WEIGHTS), or None / "pixel" for pixel-only scoring (S = S_p).
 Without the pretrained file (as on CI), `resolve_extractor` falls back to
 `fallback` ("pixel" by default; "random" = the same backbone with random
 weights; "error" raises) and announces it once per process, through
-`warnings.warn(ScoringFallbackWarning)` and the "timenet" logger: a
-fallback is never silent.
+`warnings.warn(ScoringFallbackWarning)`: a fallback is never silent.
 """
-import logging
 import warnings
 from dataclasses import dataclass, field
 
@@ -44,7 +42,6 @@ __all__ = ["anomaly_map", "image_score", "estimate_ratios", "Ratios", "resolve_e
 
 DEFAULT_BACKBONE = "wide_resnet101_2"
 DEFAULT_LAYERS = ("layer1", "layer2", "layer3")
-log = logging.getLogger("timenet")
 
 
 class ScoringFallbackWarning(UserWarning):
@@ -82,8 +79,9 @@ def _announce(msg):
     if msg in _announced:
         return
     _announced.add(msg)
+    # One channel only: a logger line as well printed the message twice on a
+    # console with no logging configured (logging's last-resort handler).
     warnings.warn(msg, ScoringFallbackWarning, stacklevel=3)
-    log.warning(msg)
 
 
 def resolve_extractor(extractor="auto", fallback="pixel"):

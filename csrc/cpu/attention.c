@@ -13,7 +13,7 @@
 // the library lacks it), so the BLAS thread count is process-wide. When
 // there are at least as many (n, h) items as OpenMP threads we parallelise
 // over the items and run each GEMM on one thread: the region is bracketed
-// by openblas_set_num_threads(1) ... (previous), as conv2d.c does. (A GEMM
+// by blas_serial_begin/end (blas.h), as conv2d.c does. (A GEMM
 // threaded by pthreads-OpenBLAS inside an OpenMP region oversubscribes the
 // cores, and OpenBLAS warns of a possible hang.) With fewer items (one
 // image, one head) the items run in turn and OpenBLAS threads each GEMM.
@@ -112,29 +112,6 @@ static void attention_backward_head(float *dq, float *dk, float *dv, float *dP,
 static int parallel_over_items(long items) {
     int nt = omp_get_max_threads();
     return nt > 1 && items >= nt;
-}
-
-// One-thread GEMMs while any attention kernel runs its parallel region: a
-// counter, so concurrent calls from several Python threads nest, and the
-// first one in saves the process-wide count the last one out restores.
-static int blas_serial_users, blas_saved_threads;
-
-static void blas_serial_begin(void) {
-#pragma omp critical(tn_attn_blas_threads)
-    {
-        if (blas_serial_users++ == 0) {
-            blas_saved_threads = scipy_openblas_get_num_threads();
-            if (blas_saved_threads != 1) scipy_openblas_set_num_threads(1);
-        }
-    }
-}
-
-static void blas_serial_end(void) {
-#pragma omp critical(tn_attn_blas_threads)
-    {
-        if (--blas_serial_users == 0 && blas_saved_threads != 1)
-            scipy_openblas_set_num_threads(blas_saved_threads);
-    }
 }
 
 // out is (N, L, C), probs is (N, H, L, L), q, k, v are (N, L, C), C % H == 0.

@@ -6,6 +6,16 @@
 
 #include <cblas.h>
 
+// GEMMs inside our own OpenMP regions must run single-threaded: a threaded
+// pthreads-OpenBLAS GEMM called from an OpenMP region oversubscribes the
+// cores (and OpenBLAS warns "Detect OpenMP Loop and this application may
+// hang"). The wheel's OpenBLAS declares openblas_set_num_threads_local but
+// does not export it, so blas_serial_begin() sets the process-wide count to 1
+// until the matching blas_serial_end() (a counter: calls from several Python
+// threads nest; the first in saves the count, the last out restores it).
+void blas_serial_begin(void);
+void blas_serial_end(void);
+
 static inline void sgemm_rm(int trans_a, int trans_b, int M, int N, int K,
                             float alpha, const float *A, int lda,
                             const float *B, int ldb, float beta, float *C, int ldc) {

@@ -101,33 +101,6 @@ typedef struct {
     int group_c;      // channels per group (the last may have fewer)
 } conv_plan;
 
-// GEMMs inside our parallel regions must run single-threaded: a threaded
-// pthreads-OpenBLAS GEMM called from an OpenMP region oversubscribes the cores
-// (and OpenBLAS warns "Detect OpenMP Loop and this application may hang").
-// The wheel's OpenBLAS declares openblas_set_num_threads_local but does not
-// export it, so the process-wide count is set to 1 while any such kernel runs
-// (a counter, so concurrent calls from several Python threads nest) and put
-// back after. Setting it costs well under a microsecond.
-static int blas_serial_users, blas_saved_threads;
-
-void blas_serial_begin(void) {
-    #pragma omp critical(tn_conv_blas_threads)
-    {
-        if (blas_serial_users++ == 0) {
-            blas_saved_threads = scipy_openblas_get_num_threads();
-            if (blas_saved_threads != 1) scipy_openblas_set_num_threads(1);
-        }
-    }
-}
-
-void blas_serial_end(void) {
-    #pragma omp critical(tn_conv_blas_threads)
-    {
-        if (--blas_serial_users == 0 && blas_saved_threads != 1)
-            scipy_openblas_set_num_threads(blas_saved_threads);
-    }
-}
-
 static int ceil_div(int a, int b) { return (int)(((long)a + b - 1) / b); }
 
 static int gcd(int a, int b) {

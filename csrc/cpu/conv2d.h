@@ -42,12 +42,6 @@ int linear_forward(float *y, const float *x, const float *w, const float *b, int
 int linear_backward(float *dx, float *dw, float *db, const float *dy, const float *x,
                     const float *w, int N, int in_dim, int out_dim);
 
-// Make OpenBLAS single-threaded until the matching blas_serial_end(): for
-// kernels that call GEMMs from their own OpenMP threads. Calls nest (also
-// from several threads); the thread count before the first is restored.
-void blas_serial_begin(void);
-void blas_serial_end(void);
-
 // GFLOP/s of a register-only float32 FMA loop on `threads` threads run for
 // about `seconds`: the peak every benchmark reports fractions of.
 double fma_peak(int threads, double seconds);
