@@ -544,7 +544,12 @@ int conv2d_backward_weight(float *dw, float *db, const float *dy, const float *x
             // Thread 0 sums into dw itself, the others into private buffers.
             float *acc = tid == 0 ? dw : ws + col_floats * threads + acc_floats * (tid - 1);
             if (tid) memset(acc, 0, sizeof(float) * acc_floats);
-            #pragma omp for schedule(dynamic, 1)
+            // Static: each thread sums the same items in the same order on
+            // every call, so dw is bit-reproducible for a given thread count
+            // (a resumed training run repeats the uninterrupted one exactly).
+            // Dynamic scheduling rides out a preempted thread better, but
+            // its per-thread partial sums change from call to call.
+            #pragma omp for schedule(static)
             for (int it = 0; it < items; it++) {
                 int n = it / pl.ntiles, j0 = (it % pl.ntiles) * pl.tile;
                 int J = TN_MIN(pl.tile, pl.PQ - j0);
