@@ -57,6 +57,12 @@ a GEMM with a reduction of 27 (15 %). Strided convs go through im2col (a
 polyphase split into stride-1 shifted GEMMs would save most of its copies;
 they are a few % of the U-Net's conv FLOPs, so it was not done).
 
+The other ops (other_rows; --quick, load average 2.8, 2-thread peak 259):
+group_norm N4 C128 64^2 0.66 ms forward / 0.69 ms backward; attention N4
+L256 C256 1.6 ms forward (65 % of the peak) / 2.7 ms backward (77 %);
+upsample x2 of N4 C128 64^2 6.1 ms (40 MB moved: memory-bound); AdamW on
+4 M parameters 10 ms (112 MB moved).
+
 Choices measured (same machine, interleaved A/B runs, GFLOP/s, 2 threads):
 - Threading. Shipped: OpenMP threads take (image, tile) items, each calling
   OpenBLAS single-threaded. Variant: the same tiles one at a time, each GEMM
@@ -257,7 +263,53 @@ def small_conv_rows(quick):
 
 # Every table row comes from one of these: f(quick) -> list of Row. Another
 # op family adds its builder here (e.g. attention_rows, norm_rows).
-ROW_BUILDERS = [gemm_rows, paper_conv_rows, small_conv_rows, linear_rows]
+def other_rows(quick):
+    """The rest of the engine on the paper U-Net's shapes. Apart from
+    attention these ops are memory-bound: their "flops" are a nominal count
+    per element (GroupNorm 8 forward / 12 backward, SiLU 4 / 6, upsample and
+    pools 1, AdamW 12), so read the ms, not the fraction of the FMA peak."""
+    rng = np.random.default_rng(2)
+    rows = []
+    maps = [(1, 64, 256, 256), (4, 128, 64, 64), (4, 256, 16, 16)]
+    for shp in maps[1:] if quick else maps:
+        x = rng.standard_normal(shp, dtype=np.float32)
+        dy = rng.standard_normal(shp, dtype=np.float32)
+        w, b = np.ones(shp[1], np.float32), np.zeros(shp[1], np.float32)
+        n = x.size
+        name = f"N{shp[0]} C{shp[1]} {shp[2]}^2"
+        _, mean, rstd = _core.group_norm_forward(x, 32, w, b, 1e-5)
+        rows.append(Row("group_norm fwd", name, 8 * n,
+                        lambda x=x, w=w, b=b: _core.group_norm_forward(x, 32, w, b, 1e-5)))
+        rows.append(Row("group_norm bwd", name, 12 * n,
+                        lambda dy=dy, x=x, m=mean, r=rstd, w=w:
+                        _core.group_norm_backward(dy, x, m, r, 32, w)))
+        rows.append(Row("silu fwd", name, 4 * n, lambda x=x: _core.silu_forward(x)))
+        rows.append(Row("silu bwd", name, 6 * n, lambda dy=dy, x=x: _core.silu_backward(dy, x)))
+        rows.append(Row("upsample x2 fwd", name, 4 * n,
+                        lambda x=x: _core.upsample_nearest_forward(x, 2)))
+        rows.append(Row("avg_pool2d 2x2 fwd", name, n,
+                        lambda x=x: _core.avg_pool2d_forward(x, 2, 2, 0)))
+    # attention at the paper's 16^2 (C 256) and 8^2 levels, one head
+    for N, L, C in ([(4, 256, 256)] if quick else [(1, 256, 256), (4, 256, 256), (4, 64, 256)]):
+        q, k, v = (rng.standard_normal((N, L, C), dtype=np.float32) for _ in range(3))
+        out, probs = _core.attention_forward(q, k, v, 1)
+        flops = 4.0 * N * L * L * C
+        name = f"N{N} L{L} C{C} 1 head"
+        rows.append(Row("attention fwd", name, flops,
+                        lambda q=q, k=k, v=v: _core.attention_forward(q, k, v, 1)))
+        rows.append(Row("attention bwd", name, 2 * flops,
+                        lambda d=out, q=q, k=k, v=v, p=probs:
+                        _core.attention_backward(d, q, k, v, p, 1)))
+    # AdamW over a 4 M-element parameter (the paper U-Net has 29.8 M)
+    p = rng.standard_normal(1 << 22, dtype=np.float32)
+    g, m, vv = (rng.standard_normal(1 << 22, dtype=np.float32) * 0.01 for _ in range(3))
+    vv = np.abs(vv)
+    rows.append(Row("adamw step", "4M params", 12 * p.size,
+                    lambda: _core.adamw_step(p, g, m, vv, 1e-4, 0.9, 0.999, 1e-8, 0.0, 1)))
+    return rows
+
+
+ROW_BUILDERS = [gemm_rows, paper_conv_rows, small_conv_rows, linear_rows, other_rows]
 
 
 def fma_peak(threads, tries=5):
