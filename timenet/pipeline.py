@@ -250,13 +250,18 @@ class TimeNet:
             raise ValueError(f"predict: {len(ids)} classes for {n} images")
         return np.asarray(ids, np.int64)
 
-    def predict(self, images, classes=None, seed=None, use_tpn=True, batch_size=16):
+    def predict(self, images, classes=None, seed=None, use_tpn=True, batch_size=16,
+                progress=None):
         """images (N, 3, S, S) in [-1, 1]; classes: names or ids (one or N).
 
         Returns {"reconstruction" (N, 3, S, S), "map" (N, S, S), "score" (N,),
         "T" (N, 1, S, S)}. Image i's noise is drawn from (seed, i), seed
-        defaulting to the config's, so predictions are reproducible.
+        defaulting to the config's, so predictions are reproducible. Works in
+        chunks of batch_size images (a progress bar when there are several;
+        progress=False hides it). With stored ratios (or pixel-only scoring)
+        an image's result does not depend on the others in the call.
         """
+        from tqdm.auto import tqdm
         if self.model is None:
             raise RuntimeError("predict: the model is not fitted (call fit or TimeNet.load)")
         x = np.ascontiguousarray(images, np.float32)
@@ -265,18 +270,24 @@ class TimeNet:
                              f"{self.image_size}), got {x.shape}")
         c = self._class_ids(classes, len(x))
         seed = self.config.seed if seed is None else seed
-        # Image i's noise comes from (seed, i): reproducible, whatever batch_size.
-        x0 = np.stack([np.random.default_rng([seed, i]).standard_normal(x.shape[1:],
-                                                                          dtype=np.float32)
-                       for i in range(len(x))])
-        xh, T = self.model.reconstruct(x, c, t=self.config.t, x0=x0, use_tpn=use_tpn,
-                                       batch_size=batch_size)
         ext = self._extractor()
-        maps = scoring.anomaly_map(x, xh, ext, self.config.layers, self.config.weights,
-                                   self.config.lam, self.sigma,
-                                   ratios=self.ratios if ext is not None else None)
         kernel, rounds = self.score_pooling()
-        scores = scoring.image_score(maps, kernel=kernel, rounds=rounds)
+        bs = max(1, int(batch_size))
+        starts = range(0, len(x), bs)
+        show = len(starts) > 1 if progress is None else progress
+        parts = []
+        for lo in tqdm(starts, desc="predict", unit="batch", disable=not show):
+            xb, idx = x[lo:lo + bs], range(lo, min(lo + bs, len(x)))
+            # Image i's noise comes from (seed, i): reproducible, whatever batch_size.
+            x0 = np.stack([np.random.default_rng([seed, i]).standard_normal(
+                x.shape[1:], dtype=np.float32) for i in idx])
+            xh, T = self.model.reconstruct(xb, c[lo:lo + bs], t=self.config.t, x0=x0,
+                                           use_tpn=use_tpn)
+            maps = scoring.anomaly_map(xb, xh, ext, self.config.layers, self.config.weights,
+                                       self.config.lam, self.sigma,
+                                       ratios=self.ratios if ext is not None else None)
+            parts.append((xh, maps, scoring.image_score(maps, kernel=kernel, rounds=rounds), T))
+        xh, maps, scores, T = (np.concatenate(a) for a in zip(*parts))
         return {"reconstruction": xh, "map": maps, "score": scores, "T": T}
 
     def evaluate(self, test_data, use_tpn=True, return_predictions=False):
