@@ -28,8 +28,8 @@ FORMAT = "timenet-run"
 
 # Per-preset defaults of the training schedule. `small` trains all stages on
 # 5 classes x 80 images in at most 30 minutes on a 2-core CPU (`timenet
-# train --preset small`; a 1500/300/80/400 schedule took 37.6 min with the
-# machine shared, so these are cut by a third); `paper` is the paper's scale
+# train --preset small`: 26.8 min measured, part of it on a shared machine;
+# a 1500/300/80/400 schedule took 37.6 min); `paper` is the paper's scale
 # and wants a GPU. ode_tol: RK45's rtol = atol for the Reflow pairs (1e-5 in
 # the paper; 1e-3 cuts the CPU presets' model calls about 10x).
 SCHEDULES = {
