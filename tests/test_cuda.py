@@ -23,6 +23,7 @@ import glob
 import importlib
 import os
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -297,17 +298,25 @@ class FakeCore:
 
 @pytest.fixture
 def emulated_cuda(monkeypatch):
-    """One emulated CUDA device behind the whole Python stack."""
-    from timenet import autograd, optim
-    from timenet import nn as tnn
+    """One emulated CUDA device behind the whole Python stack: every timenet
+    module's `_core`, `_DeviceArray` and `_cuda_kernels` are swapped."""
+    import pkgutil
+    from timenet import autograd
+    for info in pkgutil.walk_packages(timenet.__path__, "timenet."):
+        importlib.import_module(info.name)   # lazily imported modules are swapped too
     fake = FakeCore()
-    for mod in (autograd, F, tnn, optim):
-        if hasattr(mod, "_DeviceArray"):
+    kernels = autograd._CudaKernels()
+    for name, mod in list(sys.modules.items()):
+        if not (name == "timenet" or name.startswith("timenet.")) or name == "timenet._loader":
+            continue
+        if getattr(mod, "_DeviceArray", None) is cuda.DeviceArray:
             monkeypatch.setattr(mod, "_DeviceArray", FakeDeviceArray)
-        if hasattr(mod, "_core"):
+        if getattr(mod, "_core", None) is _core:
             monkeypatch.setattr(mod, "_core", fake)
-    monkeypatch.setattr(autograd, "_cuda_kernels", autograd._CudaKernels())
+        if isinstance(getattr(mod, "_cuda_kernels", None), autograd._CudaKernels):
+            monkeypatch.setattr(mod, "_cuda_kernels", kernels)
     monkeypatch.setattr(cuda, "_require", lambda index=None: 0 if index is None else int(index))
+    monkeypatch.setattr(cuda, "is_available", lambda: True)
     return fake
 
 
@@ -509,6 +518,76 @@ def test_emulated_optimizer_and_clipping(emulated_cuda):
     assert abs(n1 - n0) <= 1e-5 * n0
     np.testing.assert_allclose(w1, w0, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(b1, b0, rtol=1e-5, atol=1e-6)
+
+
+def _fit_tiny_pipeline(device, tmp, extractor):
+    """TimeNet fitted on a 2-class 32 px set (every stage, resume files
+    included) on `device`; its predictions on held-out images and the run."""
+    from test_pipeline import FAST, make_dataset
+    from timenet.data import MVTecAD
+    from timenet.pipeline import TimeNet
+    root = make_dataset(tmp / "data")
+    run = str(tmp / f"run-{device}")
+    tn = TimeNet(device=device, extractor=extractor, fallback="random", **FAST)
+    with warnings.catch_warnings():   # the random-weights fallback is announced
+        warnings.simplefilter("ignore")
+        tn.fit(MVTecAD(root, split="train", image_size=32), out_dir=run, progress=False)
+    test = MVTecAD(root, split="test", image_size=32, class_names=tn.class_names)
+    pred = tn.predict(test.images(), test.class_ids, batch_size=3, progress=False)
+    return tn, pred, run
+
+
+@pytest.mark.parametrize("extractor", ["pixel", "resnet18"])
+def test_emulated_pipeline_matches_cpu(emulated_cuda, tmp_path, extractor):
+    """fit (flow, Reflow with RK45 pairs, TPN with the SSIM loss, ratios) and
+    predict on a device give the CPU's numbers: everything that runs on the
+    device goes through `_core.cuda_*` (here the emulation), the noise and
+    step control stay on the host."""
+    from timenet import scoring
+    scoring._cache.clear()
+    scoring._announced.clear()
+    timenet.set_num_threads(1)
+    try:
+        cpu_tn, cpu_pred, _ = _fit_tiny_pipeline("cpu", tmp_path, extractor)
+        scoring._announced.clear()
+        dev_tn, dev_pred, run = _fit_tiny_pipeline("cuda", tmp_path, extractor)
+    finally:
+        timenet.set_num_threads(timenet._default_threads())
+        scoring._cache.clear()
+    assert dev_tn.device == "cuda:0" and "cuda:0" in repr(dev_tn)
+    assert all(p.device == "cuda:0" for p in dev_tn.model.parameters())
+    for key in ("reconstruction", "map", "score", "T"):
+        assert isinstance(dev_pred[key], np.ndarray)
+        np.testing.assert_allclose(dev_pred[key], cpu_pred[key], rtol=1e-4, atol=1e-5,
+                                   err_msg=key)
+    r0, r1 = cpu_tn.ratios, dev_tn.ratios
+    assert r1.layers == pytest.approx(r0.layers, rel=1e-5)
+    assert (r1.pixel is None) == (r0.pixel is None) == (extractor == "pixel")
+    if r0.pixel is not None:
+        assert r1.pixel == pytest.approx(r0.pixel, rel=1e-5)
+    # a saved device run loads anywhere
+    from timenet.pipeline import TimeNet
+    back = TimeNet.load(run)
+    assert back.device == "cpu" and back.model.device == "cpu"
+    assert TimeNet.load(run, device="cuda").model.device == "cuda:0"
+
+
+@gpu
+def test_gpu_pipeline_matches_cpu(tmp_path):
+    """The same fit + predict on the GPU and the CPU. cuDNN / cuBLAS round
+    differently and 12 training steps (and RK45's accept / reject choices)
+    carry that forward, so this is a loose agreement, not equality."""
+    from timenet import scoring
+    scoring._cache.clear()
+    cpu_tn, cpu_pred, _ = _fit_tiny_pipeline("cpu", tmp_path, "resnet18")
+    dev_tn, dev_pred, _ = _fit_tiny_pipeline("cuda", tmp_path, "resnet18")
+    scoring._cache.clear()
+    assert dev_tn.model.device == "cuda:0"
+    for key in ("reconstruction", "map", "score", "T"):
+        a, b = dev_pred[key], cpu_pred[key]
+        assert np.all(np.isfinite(a)), key
+        np.testing.assert_allclose(a, b, rtol=0.02, atol=0.02 * float(np.abs(b).max()),
+                                   err_msg=key)
 
 
 # ---------------------------------------------------------------------------

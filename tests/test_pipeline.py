@@ -135,6 +135,17 @@ def test_cli_errors_are_one_sentence_exit_2(argv, needle, capsys):
     assert needle in err and "Traceback" not in err and err.count("\n") == 1
 
 
+@pytest.mark.parametrize("device, needle", [
+    ("gpu", "unknown device"),
+    pytest.param("cuda", "CUDA is not available", marks=pytest.mark.skipif(
+        timenet.cuda.is_available(), reason="a GPU is present")),
+])
+def test_cli_bad_device_is_a_clear_error(device, needle, capsys):
+    assert main(["eval", "--run", "/no/such/run", "--data", "/tmp", "--device", device]) == 2
+    err = capsys.readouterr().err
+    assert needle in err and f"--device {device}" in err and "Traceback" not in err
+
+
 def test_cli_rejects_a_run_from_another_version(tmp_path, capsys):
     (tmp_path / "timenet.json").write_text(json.dumps({"format": "something-else"}))
     assert main(["eval", "--run", str(tmp_path), "--data", str(tmp_path)]) == 2

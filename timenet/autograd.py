@@ -315,6 +315,19 @@ def _host_copy(a):
     return a.numpy() if type(a) is _DeviceArray else a.copy()
 
 
+def _cat_rows(chunks):
+    """Concatenate (n_i, ...) arrays along dim 0 on their device (numpy or
+    DeviceArrays): on a GPU each chunk is one (1, n_i * rest) row of the
+    channel-concat kernel."""
+    if len(chunks) == 1:
+        return chunks[0]
+    if type(chunks[0]) is not _DeviceArray:
+        return np.concatenate(chunks)
+    rest = chunks[0].shape[1:]
+    flat = _core.cuda_concat_forward([c.reshape(1, c.size) for c in chunks])
+    return flat.reshape((sum(c.shape[0] for c in chunks),) + rest)
+
+
 def _ones_like(a):
     if type(a) is _DeviceArray:
         return _DeviceArray.full(a.shape, 1.0, a.device)

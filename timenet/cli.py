@@ -31,6 +31,8 @@ class UserError(Exception):
 
 def _add_common(p):
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
+    p.add_argument("--device", default="auto",
+                   help="cpu, cuda, cuda:N, or auto (default: the GPU when there is one)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--debug", action="store_true", help="show tracebacks")
 
@@ -115,10 +117,19 @@ def _dataset(root, categories, split, image_size, class_names=None, fmt="mvtec")
         raise UserError(str(e)) from e
 
 
-def _load_run(run):
+def _device(args):
+    """The resolved --device ('cpu' / 'cuda:N'), or a UserError saying why not."""
+    from .pipeline import resolve_device
+    try:
+        return resolve_device(args.device)
+    except (RuntimeError, ValueError) as e:
+        raise UserError(f"--device {args.device}: {e}") from e
+
+
+def _load_run(run, device):
     from .pipeline import TimeNet
     try:
-        return TimeNet.load(run)
+        return TimeNet.load(run, device=device)
     except (FileNotFoundError, ValueError, KeyError) as e:
         raise UserError(f"cannot load the run {run}: {e}") from e
 
@@ -128,10 +139,11 @@ def cmd_train(args):
     cfg = _config(args)
     size = cfg.image_size or TimeNet(cfg).image_size
     ds = _dataset(args.data, args.categories, "train", size, fmt=args.format)
+    device = _device(args)
     print(f"training on {len(ds)} images of {len(ds.categories)} classes "
-          f"({', '.join(ds.categories)}) at {size} px, preset {cfg.preset}")
+          f"({', '.join(ds.categories)}) at {size} px, preset {cfg.preset}, on {device}")
     t0 = time.time()
-    tn = TimeNet(cfg).fit(ds, out_dir=args.out, resume=args.resume)
+    tn = TimeNet(cfg, device=device).fit(ds, out_dir=args.out, resume=args.resume)
     print(f"trained in {time.time() - t0:.0f} s; model saved to {args.out}")
     return tn
 
@@ -154,7 +166,7 @@ def write_eval(tn, ds, out_dir, pictures=6, title="timenet evaluation"):
 
 
 def cmd_eval(args):
-    tn = _load_run(args.run)
+    tn = _load_run(args.run, _device(args))
     ds = _dataset(args.data, args.categories, "test", tn.image_size, tn.class_names, args.format)
     out = args.out or os.path.join(args.run, "results")
     res = write_eval(tn, ds, out, args.pictures)
@@ -166,7 +178,7 @@ def cmd_eval(args):
 def cmd_predict(args):
     from . import report
     from .data import load_image
-    tn = _load_run(args.run)
+    tn = _load_run(args.run, _device(args))
     if args.category is None and len(tn.class_names) > 1:
         raise UserError(f"--category is needed: the model knows {', '.join(tn.class_names)}")
     cat = args.category or tn.class_names[0]
@@ -209,8 +221,10 @@ def cmd_demo(args):
     print(f"building the demo data in {data_dir} ({', '.join(demo.CLASSES)}, {size} px)")
     demo.build(data_dir, image_size=size, seed=args.seed)
     train = _dataset(data_dir, None, "train", size)
+    device = _device(args)
+    print(f"training preset {cfg.preset} on {device}")
     t0 = time.time()
-    tn = TimeNet(cfg).fit(train, out_dir=os.path.join(args.out, "run"))
+    tn = TimeNet(cfg, device=device).fit(train, out_dir=os.path.join(args.out, "run"))
     print(f"trained in {time.time() - t0:.0f} s")
     test = _dataset(data_dir, None, "test", size, tn.class_names)
     res = write_eval(tn, test, os.path.join(args.out, "results"), title="timenet demo")

@@ -56,11 +56,19 @@ ERROR_EXPONENT = -1.0 / 5.0  # -1 / (error estimator order 4 + 1)
 
 
 def _array(x):
-    return np.ascontiguousarray(x.data if isinstance(x, Tensor) else x, dtype=np.float32)
+    """A float32 host array of x (an array, or a Tensor on any device)."""
+    return np.ascontiguousarray(x.numpy() if isinstance(x, Tensor) else x, dtype=np.float32)
+
+
+def _device(model):
+    """Where model's parameters live: its inputs are moved there. The noise,
+    t and the ODE's step control stay on the host, so a run draws the same
+    numbers on every device."""
+    return getattr(model, "device", "cpu")
 
 
 def _times(t, N):
-    t = np.asarray(t.data if isinstance(t, Tensor) else t, np.float32).reshape(-1)
+    t = np.asarray(t.numpy() if isinstance(t, Tensor) else t, np.float32).reshape(-1)
     if t.size == 1:
         t = np.full(N, t[0], np.float32)
     if t.shape != (N,):
@@ -87,8 +95,9 @@ def rf_loss(model, x1, c, rng, x0=None, t_eps=T_EPS):
     t = rng.uniform(t_eps, 1.0, size=N).astype(np.float32)
     tb = t.reshape(N, 1, 1, 1)
     xt = tb * x1 + (1.0 - tb) * x0
-    v = model(Tensor(xt), t, c)
-    return F.mse_loss(v, Tensor(x1 - x0))
+    dev = _device(model)
+    v = model(Tensor(xt, device=dev), t, c)
+    return F.mse_loss(v, Tensor(x1 - x0, device=dev))
 
 
 # -- samplers -----------------------------------------------------------------
@@ -96,7 +105,7 @@ def velocity(model, x, t, c):
     """v(x, t, c) as a float32 array, without recording a tape."""
     x = _array(x)
     with no_grad():
-        return _array(model(Tensor(x), _times(t, x.shape[0]), c))
+        return _array(model(Tensor(x, device=_device(model)), _times(t, x.shape[0]), c))
 
 
 def one_step(model, x_t, t, c):
@@ -211,7 +220,7 @@ def solve_rk45(f, y0, t0, t1, rtol=1e-5, atol=1e-5, max_steps=100000, first_step
 def _classes(c, N):
     if c is None:
         return None
-    c = np.asarray(c.data if isinstance(c, Tensor) else c).reshape(-1)
+    c = np.asarray(c.numpy() if isinstance(c, Tensor) else c).reshape(-1)
     if c.size == 1:
         c = np.full(N, c[0])
     if c.shape != (N,):

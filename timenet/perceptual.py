@@ -112,9 +112,13 @@ def _unit(f, eps):
 def lpips_layer_distance(fx, fy, w, eps=1e-10):
     """Per image: mean over positions of sum_c w_c (fx/|fx| - fy/|fy|)_c^2.
     fx Tensor (N, C, H, W) (differentiable), fy array (N, C, H, W), w (C,).
-    Returns a Tensor (N,)."""
+    Returns a Tensor (N,) on fx's device. The head is numpy: on a GPU the
+    features make a host round trip (the engine has no sqrt kernel yet)."""
     fx = _tensor(fx)
-    x = fx.data.astype(np.float32, copy=False)
+    dev = fx.device
+    x = np.ascontiguousarray(fx.numpy(), np.float32)
+    if not isinstance(fy, np.ndarray) and hasattr(fy, "numpy"):
+        fy = fy.numpy()                    # a Tensor or a DeviceArray
     fy = np.asarray(fy, np.float32)
     ax, nx = _unit(x, eps)
     ay, _ = _unit(fy, eps)
@@ -124,13 +128,14 @@ def lpips_layer_distance(fx, fy, w, eps=1e-10):
     out = np.sum(wb * d * d, axis=(1, 2, 3), dtype=np.float32) / np.float32(HW)
 
     def backward(g):
+        g = g.numpy() if not isinstance(g, np.ndarray) else g
         u = (np.float32(2.0 / HW) * g.reshape(-1, 1, 1, 1)) * wb * d      # dL/d(ax)
         ne = nx + eps
         dot = np.sum(u * x, axis=1, keepdims=True)
         safe = np.where(nx > 0, nx, 1.0)
         dx = u / ne - x * np.where(nx > 0, dot / (safe * ne * ne), 0.0)
-        return (dx.astype(np.float32),)
-    return record(out.astype(np.float32), (fx,), backward)
+        return (Tensor(dx.astype(np.float32), device=dev).data,)
+    return record(Tensor(out.astype(np.float32), device=dev).data, (fx,), backward)
 
 
 class LPIPS:
@@ -171,23 +176,28 @@ class LPIPS:
             w = np.asarray(vgg[wk], np.float32)
             if w.shape != (v, c, 3, 3):
                 raise ValueError(f"LPIPS: {wk} has shape {w.shape}, expected {(v, c, 3, 3)}")
-            self.plan.append(("conv", idx, Tensor(w), Tensor(np.asarray(vgg[bk], np.float32))))
+            self.plan.append(("conv", idx, w, np.asarray(vgg[bk], np.float32)))
             self.plan.append(("relu", idx + 1))
             idx, c = idx + 2, v
         self.shift = np.asarray(LPIPS_SHIFT, np.float32).reshape(1, 3, 1, 1)
         self.inv_scale = (1.0 / np.asarray(LPIPS_SCALE, np.float32)).reshape(1, 3, 1, 1)
         self.kind = "lpips"
+        self._on = _PerDevice()
 
     def features(self, x):
-        """The five LPIPS layers of x (Tensor or array, [-1, 1]) -> list of Tensors."""
-        h = (_tensor(x) - self.shift) * self.inv_scale
+        """The five LPIPS layers of x (Tensor or array, [-1, 1]) -> list of Tensors,
+        on x's device."""
+        x = _tensor(x)
+        shift, inv_scale = self._on(x.device, self.shift, self.inv_scale)
+        h = (x - shift) * inv_scale
         out, last = [], _LPIPS_IDX[-1]
         for step in self.plan:
             kind, idx = step[0], step[1]
             if idx > last:
                 break
             if kind == "conv":
-                h = F.conv2d(h, step[2], step[3], 1, 1)
+                w, b = self._on(h.device, step[2], step[3])
+                h = F.conv2d(h, w, b, 1, 1)
             elif kind == "relu":
                 h = F.relu(h)
             else:
@@ -210,6 +220,23 @@ class LPIPS:
         return self.distance(x, y).mean()
 
 
+class _PerDevice:
+    """Frozen constants (host arrays) as Tensors on a device, made once per
+    (device, array): a loss follows its inputs to whichever device they are on."""
+
+    def __init__(self):
+        self.cache = {}
+
+    def __call__(self, device, *arrays):
+        out = []
+        for a in arrays:
+            key = (device, id(a))
+            if key not in self.cache:
+                self.cache[key] = (Tensor(a, device=device), a)   # a kept: id stays unique
+            out.append(self.cache[key][0])
+        return out
+
+
 # -- the weight-free fallback ----------------------------------------------------------
 
 def _gaussian(size, sigma):
@@ -225,8 +252,9 @@ class SSIMLoss:
     def __init__(self, window=11, sigma=1.5, data_range=2.0, max_scales=5, weights=None):
         self.window, self.sigma = int(window), float(sigma)
         g = _gaussian(self.window, self.sigma)
-        self.gw = Tensor(g.reshape(1, 1, 1, -1))   # along W
-        self.gh = Tensor(g.reshape(1, 1, -1, 1))   # along H
+        self.gw = g.reshape(1, 1, 1, -1)   # along W
+        self.gh = g.reshape(1, 1, -1, 1)   # along H
+        self._on = _PerDevice()
         self.c1 = (0.01 * data_range) ** 2
         self.c2 = (0.03 * data_range) ** 2
         self.max_scales = int(max_scales)
@@ -234,7 +262,8 @@ class SSIMLoss:
         self.kind = "ssim"
 
     def _blur(self, a):
-        return F.conv2d(F.conv2d(a, self.gw, None, 1, 0), self.gh, None, 1, 0)
+        gw, gh = self._on(a.device, self.gw, self.gh)
+        return F.conv2d(F.conv2d(a, gw, None, 1, 0), gh, None, 1, 0)
 
     def ssim(self, x, y):
         """Mean SSIM of one scale: x Tensor, y Tensor (no grad), (M, 1, H, W)."""
@@ -250,7 +279,7 @@ class SSIMLoss:
         x = _tensor(x)
         N, C, H, W = x.shape
         xs = x.reshape(N * C, 1, H, W)
-        ys = Tensor(np.ascontiguousarray(_tensor(y).data.reshape(N * C, 1, H, W)))
+        ys = Tensor(_tensor(y).data.reshape(N * C, 1, H, W))   # a view; no tape
         total, wsum = None, 0.0
         for j in range(min(self.max_scales, len(self.weights))):
             if min(xs.shape[2:]) < self.window:
@@ -297,7 +326,7 @@ class Perceptual:
 
     def __call__(self, x, y):
         if self.impl is None:
-            return Tensor(np.zeros((), np.float32))
+            return Tensor(np.zeros((), np.float32), device=_tensor(x).device)
         return self.impl(x, y)
 
     def __repr__(self):

@@ -6,6 +6,7 @@
     results = tn.evaluate(MVTecAD(root, split="test", image_size=64,
                                   class_names=tn.class_names))
     tn.save("runs/a"); tn = TimeNet.load("runs/a")
+    tn = TimeNet(preset="paper", device="cuda")   # every stage on a GPU
 
 fit() runs the method's three stages (DESIGN.md §1): class-conditional
 Rectified Flow, one Reflow round, the timestep-perceptive network, and then
@@ -23,6 +24,7 @@ from . import checkpoint as ckpt
 from . import flow, scoring
 from .evaluation import evaluate_maps
 from .models import UNet
+from .nn.init import manual_seed
 
 FORMAT = "timenet-run"
 
@@ -107,19 +109,46 @@ def _train_arrays(data):
     raise TypeError("fit: data must be a dataset (timenet.data.MVTecAD) or (x, c, class_names)")
 
 
-class TimeNet:
-    """One model for all classes: fit, predict, evaluate, save, load."""
+def resolve_device(device):
+    """'cpu', 'cuda:N' for device 'cpu' / 'cuda' / 'cuda:N' / N, or "auto":
+    the current GPU when timenet.cuda.is_available(), else the CPU.
+    RuntimeError (saying why) when a GPU is asked for and there is none."""
+    from . import cuda
+    from .autograd import _canonical_device
+    if isinstance(device, str) and device == "auto":
+        device = "cuda" if cuda.is_available() else "cpu"
+    return _canonical_device(device)
 
-    def __init__(self, config=None, **overrides):
+
+class TimeNet:
+    """One model for all classes: fit, predict, evaluate, save, load.
+
+    device: where training, reconstruction and feature scoring run ("cpu",
+    "cuda", "cuda:N", "auto"); it is a property of this object, not of the
+    saved run (`TimeNet.load(run_dir, device=...)`). Data, noise and the
+    metrics stay on the host, so a seed draws the same numbers everywhere.
+    """
+
+    def __init__(self, config=None, device="cpu", **overrides):
         if config is None:
             config = TimeNetConfig(**overrides)
         elif overrides:
             config = TimeNetConfig.from_dict({**config.to_dict(), **overrides})
         self.config = config
+        self.device = resolve_device(device)
         self.model = None          # TimeNetModel once fitted or loaded
         self.class_names = []
         self.ratios = scoring.Ratios()
         self._extractor_obj = None  # set by use_extractor
+
+    def to(self, device):
+        """Move the model (and a given extractor) to `device`; returns self."""
+        self.device = resolve_device(device)
+        if self.model is not None:
+            self.model.to(self.device)
+        if self._extractor_obj is not None and hasattr(self._extractor_obj, "to"):
+            self._extractor_obj.to(self.device)
+        return self
 
     # -- sizes and scoring settings -------------------------------------------------
     @property
@@ -136,7 +165,8 @@ class TimeNet:
     def _extractor(self):
         if self._extractor_obj is not None:
             return self._extractor_obj
-        return scoring.resolve_extractor(self.config.extractor, fallback=self.config.fallback)
+        return scoring.resolve_extractor(self.config.extractor, fallback=self.config.fallback,
+                                         device=self.device)
 
     def use_extractor(self, extractor, layers=None, train_data=None):
         """Score with `extractor` (an object with .features(x, layers), a
@@ -146,6 +176,8 @@ class TimeNet:
             self.config.extractor = extractor
             self._extractor_obj = None
         else:
+            if hasattr(extractor, "to"):
+                extractor.to(self.device)
             self._extractor_obj = extractor
         if layers is not None:
             self.config.layers = tuple(layers)
@@ -188,7 +220,9 @@ class TimeNet:
         def sub(name):
             return None if stages is None else os.path.join(stages, name)
 
+        manual_seed(cfg.seed)   # the initial weights too: one config, one model
         denoiser = UNet.from_preset(cfg.preset, num_classes=len(names), image_size=S)
+        denoiser.to(self.device)
         bs = cfg.batch_size
         flow.train_flow(denoiser, (x, c), cfg.flow_steps, bs, lr=cfg.lr, ckpt_dir=sub("flow"),
                         resume=resume, seed=cfg.seed, classes=names, progress=progress,
@@ -201,6 +235,7 @@ class TimeNet:
                               ckpt_dir=stages, resume=resume, lr=cfg.lr, class_names=names,
                               progress=progress)
         model = TimeNetModel(denoiser, t_init=cfg.t)   # T == t at init: plain one-step
+        model.to(self.device)                           # the new TPN joins the denoiser
         if cfg.tpn_steps:
             synth = Synthesizer(texture_dir=cfg.texture_dir, seed=cfg.seed)
             train_tpn(model, (x, c), cfg.tpn_steps, bs, lr=cfg.tpn_lr, t=cfg.t,
@@ -325,8 +360,9 @@ class TimeNet:
         return out_dir
 
     @classmethod
-    def load(cls, run_dir):
-        """The TimeNet that `save` (or `timenet train --out`) wrote to run_dir."""
+    def load(cls, run_dir, device="cpu"):
+        """The TimeNet that `save` (or `timenet train --out`) wrote to run_dir,
+        on `device`."""
         from .timenet_model import TimeNetModel, load_tpn
         path = os.path.join(run_dir, "timenet.json")
         if not os.path.exists(path):
@@ -336,14 +372,16 @@ class TimeNet:
             meta = json.load(f)
         if meta.get("format") != FORMAT:
             raise ValueError(f"{path}: not a timenet run description")
-        tn = cls(TimeNetConfig.from_dict(meta["config"]))
+        tn = cls(TimeNetConfig.from_dict(meta["config"]), device=device)
         denoiser, _ = ckpt.load_model(os.path.join(run_dir, "denoiser.safetensors"))
         tn.model = TimeNetModel(denoiser, load_tpn(os.path.join(run_dir, "tpn.safetensors")))
+        tn.model.to(tn.device)
         tn.class_names = list(meta["class_names"])
         tn.ratios = scoring.Ratios.from_dict(meta.get("ratios") or {})
         return tn
 
     def __repr__(self):
         state = "fitted" if self.model is not None else "not fitted"
+        dev = "" if self.device == "cpu" else f", device={self.device!r}"
         return (f"TimeNet(preset={self.config.preset!r}, image_size={self.image_size}, "
-                f"classes={self.class_names}, {state})")
+                f"classes={self.class_names}{dev}, {state})")

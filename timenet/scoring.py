@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ._loader import _core
+from .autograd import Tensor, _DeviceArray, _cat_rows, _cuda_kernels, _to_device
 
 __all__ = ["anomaly_map", "image_score", "estimate_ratios", "Ratios", "resolve_extractor",
            "ScoringFallbackWarning", "DEFAULT_LAYERS", "DEFAULT_BACKBONE"]
@@ -84,7 +85,7 @@ def _announce(msg):
     warnings.warn(msg, ScoringFallbackWarning, stacklevel=3)
 
 
-def resolve_extractor(extractor="auto", fallback="pixel"):
+def resolve_extractor(extractor="auto", fallback="pixel", device="cpu"):
     """The feature extractor to score with, or None for pixel-only scoring.
 
     extractor: an object with `.features(x, layers)` (returned as is), None
@@ -92,7 +93,9 @@ def resolve_extractor(extractor="auto", fallback="pixel"):
     "auto" (= DEFAULT_BACKBONE), loaded with weights="auto" (cached per
     process). When that file is missing: `fallback` "pixel" -> None, "random"
     -> the same backbone with random weights, "error" -> FileNotFoundError,
-    or an extractor object; the fallback is announced once.
+    or an extractor object; the fallback is announced once. device: where
+    a backbone made here runs (one cached copy per device; objects passed in
+    are returned as they are).
     """
     if extractor is None or (isinstance(extractor, str) and extractor == "pixel"):
         return None
@@ -106,10 +109,10 @@ def resolve_extractor(extractor="auto", fallback="pixel"):
     if name not in backbones.ARCHS:
         raise ValueError(f"unknown extractor {extractor!r}: use 'auto', 'pixel', None or one of "
                          f"{', '.join(backbones.ARCHS)}")
-    key = (name, "auto")
+    key = (name, "auto", device)
     if key not in _cache:
         try:
-            _cache[key] = backbones.create(name, weights="auto")
+            _cache[key] = backbones.create(name, weights="auto").to(device)
         except FileNotFoundError as e:
             if isinstance(fallback, str) and fallback == "error":
                 raise
@@ -118,11 +121,11 @@ def resolve_extractor(extractor="auto", fallback="pixel"):
                 return None
             if isinstance(fallback, str) and fallback == "random":
                 _announce(f"scoring: {e}; falling back to {name} with RANDOM weights")
-                rkey = (name, "random")
+                rkey = (name, "random", device)
                 if rkey not in _cache:
                     with warnings.catch_warnings():
                         warnings.simplefilter("ignore", UserWarning)  # announced above
-                        _cache[rkey] = backbones.create(name, weights=None)
+                        _cache[rkey] = backbones.create(name, weights=None).to(device)
                 return _cache[rkey]
             if hasattr(fallback, "features"):
                 _announce(f"scoring: {e}; falling back to the given extractor {fallback!r}")
@@ -158,8 +161,28 @@ def _layer_weights(weights, layers):
     return {layer: float(w) for layer, w in zip(layers, weights)}
 
 
+def _ops(a):
+    """The score kernels where `a` lives: `_core`'s for a numpy array, their
+    CUDA versions (same names and arguments) for a DeviceArray."""
+    return _cuda_kernels if type(a) is _DeviceArray else _core
+
+
+def _host(a):
+    return a.numpy() if type(a) is _DeviceArray else a
+
+
+def _halves(f, n):
+    """f[:n], f[n:] of a (2n, ...) array, on its device."""
+    if type(f) is _DeviceArray:
+        t = Tensor(f)
+        return t[:n].data, t[n:].data
+    return f[:n], f[n:]
+
+
 def _feature_distances(x1, x1_hat, extractor, layers, batch_size):
-    """Per layer (d1 Euclidean, d2 cosine), each (N, h, w), at feature resolution."""
+    """Per layer (d1 Euclidean, d2 cosine), each (N, h, w), at feature
+    resolution, on the extractor's device (a backbone moved to a GPU keeps
+    its features there)."""
     N = x1.shape[0]
     out = {layer: ([], []) for layer in layers}
     for i in range(0, N, batch_size):
@@ -170,22 +193,28 @@ def _feature_distances(x1, x1_hat, extractor, layers, batch_size):
             if layer not in feats:
                 raise ValueError(f"anomaly_map: the extractor returned no {layer!r} features "
                                  f"(got {sorted(map(str, feats))})")
-            f = feats[layer]
-            a, b = f[:n], f[n:]
-            out[layer][0].append(_core.l2_distance(a, b))
-            out[layer][1].append(_core.cosine_distance(a, b))
-    return {layer: (np.concatenate(d1), np.concatenate(d2)) for layer, (d1, d2) in out.items()}
+            a, b = _halves(feats[layer], n)
+            k = _ops(a)
+            out[layer][0].append(k.l2_distance(a, b))
+            out[layer][1].append(k.cosine_distance(a, b))
+    return {layer: (_cat_rows(d1), _cat_rows(d2)) for layer, (d1, d2) in out.items()}
 
 
 def _feature_map(dists, lw, ratios, H, W, align_corners):
     """S_f (N, H, W) from low-resolution distances; the ratios it used."""
     s_f, used = None, {}
     for layer, (d1, d2) in dists.items():
-        u1 = _core.upsample_bilinear(d1, H, W, align_corners)
-        u2 = _core.upsample_bilinear(d2, H, W, align_corners)
+        k = _ops(d1)
+        u1 = k.upsample_bilinear(d1, H, W, align_corners)
+        u2 = k.upsample_bilinear(d2, H, W, align_corners)
         r = None if ratios is None else ratios[layer]
-        term, used[layer] = _core.combine_maps(u1, u2, lw[layer], r)
-        s_f = term if s_f is None else np.add(s_f, term, out=s_f)
+        term, used[layer] = k.combine_maps(u1, u2, lw[layer], r)
+        if s_f is None:
+            s_f = term
+        elif type(s_f) is _DeviceArray:
+            s_f = _core.cuda_binary(0, s_f, term)
+        else:
+            np.add(s_f, term, out=s_f)
     return s_f, used
 
 
@@ -238,13 +267,16 @@ def anomaly_map(x1, x1_hat, extractor, layers=DEFAULT_LAYERS, weights=7, lam=7, 
         dists = _feature_distances(x1, x1_hat, extractor, layers, max(1, int(batch_size)))
         s_f, used_layers = _feature_map(dists, lw, None if ratios is None else ratios.layers,
                                         H, W, align_corners)
-        s, r_pix = _core.combine_maps(s_p, s_f, float(lam),
-                                      None if ratios is None else ratios.pixel)
+        if type(s_f) is _DeviceArray:   # the rest runs where the features are
+            s_p = _to_device(s_p, f"cuda:{s_f.device}")
+        s, r_pix = _ops(s_f).combine_maps(s_p, s_f, float(lam),
+                                          None if ratios is None else ratios.pixel)
         used = Ratios(used_layers, r_pix)
-    out = _core.gaussian_filter(s, float(sigma), 4.0, border) if sigma else s
+    out = _ops(s).gaussian_filter(s, float(sigma), 4.0, border) if sigma else s
     if return_parts:
-        return out, {"S_p": s_p, "S_f": s_f, "ratios": used}
-    return out
+        return _host(out), {"S_p": _host(s_p), "S_f": None if s_f is None else _host(s_f),
+                            "ratios": used}
+    return _host(out)
 
 
 def image_score(maps, kernel=8, rounds=8):
@@ -296,7 +328,9 @@ def estimate_ratios(x1, x1_hat=None, extractor="auto", layers=DEFAULT_LAYERS, we
             raise ValueError(f"estimate_ratios: images of different sizes {size} and {a.shape[2:]}")
         H, W = size
         mp = max(mp, float(_core.l2_distance(a, b, squared=True).max()))
-        dists = _feature_distances(a, b, extractor, layers, max(1, int(batch_size)))
+        # One pass over at most a few dozen images: the maxima run on the host.
+        dists = {layer: (_host(d1), _host(d2)) for layer, (d1, d2) in
+                 _feature_distances(a, b, extractor, layers, max(1, int(batch_size))).items()}
         for layer, (d1, d2) in dists.items():
             m1[layer] = max(m1[layer], float(_core.upsample_bilinear(d1, H, W, align_corners).max()))
             m2[layer] = max(m2[layer], float(_core.upsample_bilinear(d2, H, W, align_corners).max()))

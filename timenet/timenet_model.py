@@ -25,11 +25,11 @@ DEFAULT_T = 0.83  # the paper's initial diffusion timestep
 
 
 def _array(x):
-    return np.ascontiguousarray(x.data if isinstance(x, Tensor) else x, dtype=np.float32)
+    return np.ascontiguousarray(x.numpy() if isinstance(x, Tensor) else x, dtype=np.float32)
 
 
 def _per_sample(values, N, dtype, what):
-    a = np.asarray(values.data if isinstance(values, Tensor) else values).reshape(-1)
+    a = np.asarray(values.numpy() if isinstance(values, Tensor) else values).reshape(-1)
     if a.size == 1:
         a = np.full(N, a[0])
     if a.shape != (N,):
@@ -57,14 +57,15 @@ class TimeNetModel(nn.Module):
         """Differentiable one-step reconstruction of a noised batch.
         x_t (N, 3, S, S), t scalar or (N,), c (N,) -> (x1_hat, T) Tensors;
         T is (N, 1, S, S) (use_tpn) or (N, 1, 1, 1) filled with t."""
-        x_t = x_t if isinstance(x_t, Tensor) else Tensor(_array(x_t))
+        dev = self.denoiser.device     # host inputs move there; a Tensor must be there
+        x_t = x_t if isinstance(x_t, Tensor) else Tensor(_array(x_t), device=dev)
         N = x_t.shape[0]
         tt = _per_sample(t, N, np.float32, "t")
         if use_tpn:
             T, inject = self.tpn(x_t, c)
             v = self.denoiser(x_t, tt, c, inject=inject)
         else:
-            T = Tensor(tt.reshape(N, 1, 1, 1))
+            T = Tensor(tt.reshape(N, 1, 1, 1), device=x_t.device)
             v = self.denoiser(x_t, tt, c)
         return x_t + (1.0 - T) * v, T
 
@@ -97,11 +98,12 @@ class TimeNetModel(nn.Module):
         tt = _per_sample(t, N, np.float32, "t")
         cc = None if c is None else _per_sample(c, N, np.int64, "c")
         bs = N if not batch_size else int(batch_size)
+        dev = self.denoiser.device
         outs, Ts = [], []
         with no_grad():
             for lo in range(0, N, bs):
                 sl = slice(lo, lo + bs)
-                xh, T = self.forward(Tensor(x_t[sl]), tt[sl], None if cc is None else cc[sl],
+                xh, T = self.forward(Tensor(x_t[sl], device=dev), tt[sl], None if cc is None else cc[sl],
                                      use_tpn=use_tpn)
                 outs.append(_array(xh))
                 T = _array(T)

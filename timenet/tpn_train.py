@@ -39,7 +39,7 @@ def params_digest(module):
     for name, p in module.named_parameters():
         h.update(name.encode())
         h.update(str(p.data.shape).encode())
-        h.update(np.ascontiguousarray(p.data).tobytes())
+        h.update(np.ascontiguousarray(p.numpy()).tobytes())   # host bytes on any device
     return h.hexdigest()
 
 
@@ -50,8 +50,9 @@ def tpn_loss(model, x1, c, rng, t, synthesizer, perceptual, perceptual_weight=1.
     x_aug, _ = synthesizer(x1, rng)
     x0 = rng.standard_normal(x1.shape, dtype=np.float32)
     x_t = np.float32(t) * x_aug + np.float32(1.0 - t) * x0
-    x1_hat, _ = model(Tensor(x_t), t, c, use_tpn=True)
-    target = Tensor(x1)
+    dev = model.denoiser.device
+    x1_hat, _ = model(Tensor(x_t, device=dev), t, c, use_tpn=True)
+    target = Tensor(x1, device=dev)
     mse = F.mse_loss(x1_hat, target)
     if perceptual is None or perceptual_weight == 0:
         return mse, float(mse.item()), 0.0

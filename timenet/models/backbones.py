@@ -31,6 +31,7 @@ import warnings
 import numpy as np
 
 from .._loader import _core
+from ..autograd import _DeviceArray, _canonical_device, _cat_rows, _to_device
 from ..io import load_checkpoint
 
 __all__ = ["create", "Backbone", "ARCHS", "WEIGHT_FILES", "random_state_dict",
@@ -309,6 +310,7 @@ class Backbone:
             self.default_layers = ("layer1", "layer2", "layer3")
         _fold(arch, state, convs, extra, where)
         self._conv_list = convs
+        self.device = "cpu"
 
     def __repr__(self):
         w = f"weights from {self.source}" if self.pretrained else "RANDOM weights"
@@ -344,12 +346,45 @@ class Backbone:
             raise ValueError(f"{self.arch}.features: x contains NaN or inf")
         return x
 
+    def to(self, device):
+        """Run on `device` ('cpu', 'cuda', 'cuda:N'): the folded weights move
+        there, and `features` returns arrays on it (DeviceArrays on a GPU).
+        Returns self."""
+        target = _canonical_device(device)
+        for c in self._conv_list:
+            c.w, c.b = _to_device(c.w, target), _to_device(c.b, target)
+        self.device = target
+        return self
+
+    # The graph's three ops on either device: the CPU ones work in place.
     @staticmethod
     def _conv(c, x, relu):
+        if type(x) is _DeviceArray:
+            y = _core.cuda_conv2d_forward(x, c.w, c.b, c.stride, c.pad)
+            return _core.cuda_relu_forward(y) if relu else y
         y = _core.conv2d_forward(x, c.w, c.b, c.stride, c.pad)
         if relu:
             np.maximum(y, 0, out=y)
         return y
+
+    @staticmethod
+    def _add_relu(y, idn):
+        if type(y) is _DeviceArray:
+            return _core.cuda_relu_forward(_core.cuda_binary(0, y, idn))
+        y += idn
+        return np.maximum(y, 0, out=y)
+
+    @staticmethod
+    def _relu(x, keep):
+        """relu(x); x itself is overwritten unless `keep` (a requested layer)."""
+        if type(x) is _DeviceArray:
+            return _core.cuda_relu_forward(x)
+        return np.maximum(x, 0) if keep else np.maximum(x, 0, out=x)
+
+    @staticmethod
+    def _max_pool(x, k, stride, pad):
+        pool = _core.cuda_max_pool2d_forward if type(x) is _DeviceArray else _core.max_pool2d_forward
+        return pool(x, k, stride, pad)[0]
 
     def _forward_resnet(self, x, keys):
         out, last = {}, max(keys)
@@ -367,13 +402,11 @@ class Backbone:
                 else:
                     y = self._conv(blk["conv2"], y, relu=False)
                 idn = self._conv(blk["downsample"], x, relu=False) if "downsample" in blk else x
-                y += idn
-                np.maximum(y, 0, out=y)
-                x = y
+                x = self._add_relu(y, idn)
             if si in keys:
                 out[si] = x
             if stage == "stem":
-                x, _ = _core.max_pool2d_forward(x, 3, 2, 1)
+                x = self._max_pool(x, 3, 2, 1)
         return out
 
     def _forward_vgg(self, x, keys):
@@ -384,17 +417,18 @@ class Backbone:
             if kind == "conv":
                 x = self._conv(conv, x, relu=False)
             elif kind == "relu":
-                x = np.maximum(x, 0) if (idx - 1) in keys else np.maximum(x, 0, out=x)
+                x = self._relu(x, keep=(idx - 1) in keys)
             else:
-                x, _ = _core.max_pool2d_forward(x, 2, 2, 0)
+                x = self._max_pool(x, 2, 2, 0)
             if idx in keys:
                 out[idx] = x
         return out
 
     # -- API
     def features(self, x, layers=None, batch_size=8):
-        """Features of x (N, 3, H, W) in [-1, 1] at `layers` (default
-        `default_layers`): dict layer -> (N, C_l, H_l, W_l) float32. Runs in
+        """Features of x (N, 3, H, W) host images in [-1, 1] at `layers`
+        (default `default_layers`): dict layer -> (N, C_l, H_l, W_l) float32,
+        numpy on the CPU, DeviceArrays where `to` put the backbone. Runs in
         chunks of `batch_size` images; records nothing for autograd."""
         layers = tuple(self.default_layers if layers is None else
                        ((layers,) if isinstance(layers, (str, int)) else layers))
@@ -409,10 +443,12 @@ class Backbone:
         for i in range(0, x.shape[0], batch_size):
             xi = np.ascontiguousarray((x[i:i + batch_size] - self._shift) * self._inv_scale,
                                       np.float32)
+            if self.device != "cpu":
+                xi = _to_device(xi, self.device)
             got = (self._forward_vgg if self.arch == "vgg16" else self._forward_resnet)(xi, wanted)
             for layer in layers:
                 chunks[layer].append(got[keys[layer]])
-        return {layer: (c[0] if len(c) == 1 else np.concatenate(c)) for layer, c in chunks.items()}
+        return {layer: _cat_rows(c) for layer, c in chunks.items()}
 
     __call__ = features
 

@@ -401,7 +401,7 @@ class UNet(nn.Module):
         if cfg.time_conditional:
             if t is None:
                 raise ValueError("UNet: t is required (time_conditional=True)")
-            td = np.asarray(t.data if isinstance(t, Tensor) else t, np.float32).reshape(-1)
+            td = np.asarray(t.numpy() if isinstance(t, Tensor) else t, np.float32).reshape(-1)
             if td.size == 1:
                 td = np.full(N, td[0], np.float32)
             if td.shape != (N,):
@@ -414,7 +414,7 @@ class UNet(nn.Module):
             if c is None:
                 raise ValueError(f"UNet: class ids c are required (num_classes = "
                                  f"{cfg.num_classes})")
-            cd = np.asarray(c.data if isinstance(c, Tensor) else c)
+            cd = np.asarray(c.numpy() if isinstance(c, Tensor) else c)
             if cd.dtype.kind not in "iu" and not (cd.dtype.kind == "f" and
                                                   np.all(cd == np.round(cd))):
                 raise TypeError(f"UNet: c must hold integer class ids, got {cd.dtype}")
