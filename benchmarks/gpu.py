@@ -14,6 +14,9 @@ On the first CUDA device, for the paper preset (29.8 M-parameter U-Net,
 - one-step inference images/s: TimeNetModel (denoiser + TPN) under no_grad
   on the GPU, then pixel-level scoring (anomaly map, Gaussian filter, image
   score) with the host C kernels; the GPU and scoring parts timed apart;
+  and again with the paper's feature scoring (WideResNet-101-2 layers 1-3,
+  random weights: the speed is the same) on the GPU, distances, upsampling,
+  F and the Gaussian with the device score kernels;
 - PyTorch, when an interpreter with torch and a GPU is found (this one, or
   --torch-python): the same U-Net in PyTorch eager (our weights loaded into
   a mirror with the same parameter names, outputs compared), inference and
@@ -91,12 +94,18 @@ def bench_training(model, batch, steps, warmup):
     return batch / dt, cuda.max_memory_allocated(), float(loss.item())
 
 
-def bench_inference(tnm, batch, steps, warmup):
+def bench_inference(tnm, batch, steps, warmup, extractor=None):
+    """One-step reconstruction (denoiser + TPN) on the GPU, then scoring:
+    pixel-only (host kernels) or, with `extractor` (a backbone moved to the
+    GPU), the paper's feature scoring with the device score kernels."""
     from timenet import Tensor, cuda, no_grad, scoring
     rng = np.random.default_rng(2)
     x1 = rng.uniform(-1, 1, (batch, 3, S, S)).astype(np.float32)
     c = rng.integers(0, CLASSES, batch)
     x_t, _ = tnm.noise(x1, T, rng)
+    ratios = None
+    if extractor is not None:   # stored-ratio mode, as TimeNet.predict scores
+        ratios = scoring.Ratios({k: 1.0 for k in scoring.DEFAULT_LAYERS}, 1.0)
 
     def reconstruct():
         with no_grad():
@@ -104,14 +113,14 @@ def bench_inference(tnm, batch, steps, warmup):
             return x1_hat.numpy()  # waits for the GPU
 
     def score(x1_hat):
-        maps = scoring.anomaly_map(x1, x1_hat, None)
+        maps = scoring.anomaly_map(x1, x1_hat, extractor, ratios=ratios, batch_size=batch)
         return scoring.image_score(maps)
 
     for _ in range(warmup):
         score(reconstruct())
     cuda.reset_peak_memory_stats()
     dt_gpu, x1_hat = timed(reconstruct, steps, cuda.synchronize)
-    dt_score, _ = timed(lambda: score(x1_hat), max(1, steps // 2), lambda: None)
+    dt_score, _ = timed(lambda: score(x1_hat), max(1, steps // 2), cuda.synchronize)
     return batch / (dt_gpu + dt_score), batch / dt_gpu, dt_score / batch, \
         cuda.max_memory_allocated()
 
@@ -162,16 +171,24 @@ def run_timenet(args):
     results = {"config": den.config.to_dict(), "rows": []}
     tnm = TimeNetModel(den, TPN.for_denoiser(den, t_init=T).to("cuda"), t_init=T)
     tnm.to("cuda")
+    import warnings
+    from timenet.models import backbones
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")   # random weights: the speed is what is measured
+        wrn = backbones.create("wide_resnet101_2", weights=None).to("cuda")
     modes = [True] if args.quick else [False, True]
     for tf32 in modes:
         cuda.set_allow_tf32(tf32)
         tr, tr_mem, loss = bench_training(den, args.train_batch, args.steps, args.warmup)
         inf, inf_gpu, score_s, inf_mem = bench_inference(tnm, args.infer_batch, args.steps,
                                                          args.warmup)
+        finf, _, fscore_s, finf_mem = bench_inference(tnm, args.infer_batch, args.steps,
+                                                      args.warmup, wrn)
         fwd = bench_unet_forward(den, args.infer_batch, args.steps, args.warmup)
         row = {"tf32": tf32, "train": tr, "train_mem": tr_mem, "infer": inf,
                "infer_gpu": inf_gpu, "score_ms": 1e3 * score_s, "infer_mem": inf_mem,
-               "unet_forward": fwd}
+               "unet_forward": fwd, "infer_features": finf,
+               "feature_score_ms": 1e3 * fscore_s, "infer_features_mem": finf_mem}
         results["rows"].append(row)
         print(f"TF32 {'on ' if tf32 else 'off'}: training {tr:7.1f} images/s (batch "
               f"{args.train_batch}, peak {tr_mem / 2**30:.2f} GiB, loss {loss:.3f}); one-step "
@@ -179,6 +196,8 @@ def run_timenet(args):
               f"{inf_gpu:.1f} images/s on the GPU, pixel scoring {1e3 * score_s:.2f} ms/image "
               f"on the host; peak {inf_mem / 2**30:.2f} GiB); denoiser forward alone "
               f"{fwd:.1f} images/s")
+        print(f"          with WRN-101-2 feature scoring on the GPU: {finf:7.1f} images/s "
+              f"(scoring {1e3 * fscore_s:.2f} ms/image, peak {finf_mem / 2**30:.2f} GiB)")
     cuda.set_allow_tf32(False)
     stats = cuda.memory_stats()
     print(f"allocator: {stats['num_device_allocs']} cudaMallocs for {stats['num_allocs']} "
