@@ -18,6 +18,9 @@ solving each sample alone would (the model is called on the samples still
 running, each at its own t; the only coupling left is the float rounding of
 a batched forward). Its stage sums and error norm are fused
 C kernels (`_core.ode_combine`, `_core.ode_error_norm`, csrc/ode/ode.c).
+For a model on a GPU the state stays there (`y0` a DeviceArray): the same
+kernels run on the device (`_core.cuda_ode_*`), and only the per-sample
+error norms (B doubles a step) come back to the host's step control.
 
 Training data protocol: `data` is an object with
 `sample_batch(rng, batch_size) -> (x1, c)` or `(x1, c, x0)`, drawing every
@@ -32,7 +35,7 @@ import os
 import numpy as np
 
 from ._loader import _core
-from .autograd import Tensor, no_grad
+from .autograd import Tensor, _DeviceArray, _cat_rows, _strides, _to_device, no_grad
 from .nn import functional as F
 from .training import fit_loop
 
@@ -117,9 +120,46 @@ def one_step(model, x_t, t, c):
     return x_t + (1.0 - t).reshape((N,) + (1,) * (x_t.ndim - 1)) * v
 
 
+# -- the ODE state on either device -------------------------------------------
+def _combine(y, ks, coeffs, h):
+    """y + h[b] * sum_j coeffs[j] ks[j] per row b, where y lives (C / CUDA kernel)."""
+    f = _core.cuda_ode_combine if type(y) is _DeviceArray else _core.ode_combine
+    return f(y, ks, coeffs, h)
+
+
+def _error_norm(ks, coeffs, h, y, y_new, rtol, atol):
+    """scipy's RMS error norm per row, a host float64 (B,) array."""
+    f = _core.cuda_ode_error_norm if type(y) is _DeviceArray else _core.ode_error_norm
+    return f(ks, coeffs, h, y, y_new, rtol, atol)
+
+
 def _rms(ks, coeffs, h, y, rtol, atol):
     """Per-sample RMS of (h * sum c_j k_j) / (atol + rtol |y|) (C kernel)."""
-    return _core.ode_error_norm(ks, coeffs, h, y, y, rtol, atol)
+    return _error_norm(ks, coeffs, h, y, y, rtol, atol)
+
+
+def _rows(a, idx):
+    """a[idx] (rows of a (B, ...) state, idx sorted ints), numpy or on the GPU."""
+    if type(a) is not _DeviceArray:
+        return a[idx]
+    if len(idx) == a.shape[0]:
+        return a
+    shape = (1,) + tuple(a.shape[1:])
+    D, st = a.size // a.shape[0], _strides(shape)
+    return _cat_rows([_core.cuda_strided_copy(a, shape, st, int(i) * D) for i in idx])
+
+
+def _set_rows(a, idx, b):
+    """a with rows idx replaced by the rows of b (in place for numpy; a new
+    array on the GPU, built from row copies, so it is exact)."""
+    if type(a) is not _DeviceArray:
+        a[idx] = b
+        return a
+    shape = (1,) + tuple(a.shape[1:])
+    D, st = a.size // a.shape[0], _strides(shape)
+    src = {int(i): j for j, i in enumerate(idx)}
+    return _cat_rows([_core.cuda_strided_copy(b, shape, st, src[r] * D) if r in src else
+                      _core.cuda_strided_copy(a, shape, st, r * D) for r in range(a.shape[0])])
 
 
 def solve_rk45(f, y0, t0, t1, rtol=1e-5, atol=1e-5, max_steps=100000, first_step=None):
@@ -132,10 +172,13 @@ def solve_rk45(f, y0, t0, t1, rtol=1e-5, atol=1e-5, max_steps=100000, first_step
     see the module docstring). Returns (y(t1), info) with info = {"nfev":
     batched calls of f, "nfev_per_sample": (B,), "steps": accepted steps (B,),
     "rejected": (B,)}.
+    y0 may also be a float32 DeviceArray (the state then stays on its GPU,
+    f gets and returns DeviceArrays; y(t1) is one).
     """
     if not t1 > t0:
         raise ValueError(f"solve_rk45: need t1 > t0, got t0={t0}, t1={t1}")
-    y = np.array(_array(y0), copy=True)
+    on_gpu = type(y0) is _DeviceArray
+    y = y0.copy() if on_gpu else np.array(_array(y0), copy=True)
     if y.ndim < 1 or y.size == 0:
         raise ValueError(f"solve_rk45: y0 must be a non-empty (B, ...) array, got {y.shape}")
     B = y.shape[0]
@@ -144,8 +187,13 @@ def solve_rk45(f, y0, t0, t1, rtol=1e-5, atol=1e-5, max_steps=100000, first_step
 
     def call(t, ys, idx):
         out = f(t, ys, idx)
-        out = _array(out)
-        if out.shape != ys.shape:
+        if isinstance(out, Tensor):
+            out = out.data
+        if on_gpu and type(out) is not _DeviceArray:
+            out = _to_device(np.ascontiguousarray(out, np.float32), f"cuda:{y.device}")
+        elif not on_gpu:
+            out = _array(out)
+        if tuple(out.shape) != tuple(ys.shape):
             raise ValueError(f"solve_rk45: f returned shape {out.shape} for y {ys.shape}")
         info["nfev"] += 1
         info["nfev_per_sample"][idx] += 1
@@ -162,7 +210,7 @@ def solve_rk45(f, y0, t0, t1, rtol=1e-5, atol=1e-5, max_steps=100000, first_step
         d1 = _rms([fy], [1.0], 1.0, y, rtol, atol)
         h0 = np.where((d0 < 1e-5) | (d1 < 1e-5), 1e-6, 0.01 * d0 / np.maximum(d1, 1e-300))
         h0 = np.minimum(h0, interval)
-        y1 = _core.ode_combine(y, [fy], [1.0], h0)
+        y1 = _combine(y, [fy], [1.0], h0)
         f1 = call(t + h0, y1, everyone)
         d2 = _rms([f1, fy], [1.0, -1.0], 1.0 / h0, y, rtol, atol)
         with np.errstate(divide="ignore"):
@@ -187,15 +235,15 @@ def solve_rk45(f, y0, t0, t1, rtol=1e-5, atol=1e-5, max_steps=100000, first_step
         ha = np.where(retrying[act], ha, np.maximum(ha, min_step))
         t_new = np.where(ta + ha >= t1, float(t1), ta + ha)
         h = t_new - ta
-        ya = y[act] if act.size < B else y
-        K = [fy[act] if act.size < B else fy]
+        ya = _rows(y, act) if act.size < B else y
+        K = [_rows(fy, act) if act.size < B else fy]
         for s in range(1, 6):
-            ys = _core.ode_combine(ya, K, DP_A[s], h)
+            ys = _combine(ya, K, DP_A[s], h)
             K.append(call(ta + DP_C[s] * h, ys, act))
-        y_new = _core.ode_combine(ya, K, DP_B, h)
+        y_new = _combine(ya, K, DP_B, h)
         f_new = call(t_new, y_new, act)
         K.append(f_new)
-        err = _core.ode_error_norm(K, DP_E, h, ya, y_new, rtol, atol)
+        err = _error_norm(K, DP_E, h, ya, y_new, rtol, atol)
         if not np.all(np.isfinite(err)):
             raise RuntimeError(f"solve_rk45: the derivative is not finite near t = "
                                f"{ta[~np.isfinite(err)].min():.6g}")
@@ -207,8 +255,10 @@ def solve_rk45(f, y0, t0, t1, rtol=1e-5, atol=1e-5, max_steps=100000, first_step
         grow = np.where(retrying[act], np.minimum(1.0, grow), grow)
         h_abs[act] = h * np.where(ok, grow, shrink)
         done, again = act[ok], act[~ok]
-        y[done] = y_new[ok]
-        fy[done] = f_new[ok]
+        if done.size:
+            keep = np.nonzero(ok)[0]
+            y = _set_rows(y, done, _rows(y_new, keep) if keep.size < act.size else y_new)
+            fy = _set_rows(fy, done, _rows(f_new, keep) if keep.size < act.size else f_new)
         t[done] = t_new[ok]
         retrying[done] = False
         retrying[again] = True
@@ -259,11 +309,18 @@ def sample(model, x0, c, method="euler", steps=100, rtol=1e-5, atol=1e-5, t0=T_E
                 nfe += 1
             outs.append(z)
         elif method == "rk45":
+            dev = _device(model)
+
             def f(t, y, idx, cb=cb):
-                return velocity(model, y, t.astype(np.float32), None if cb is None else cb[idx])
-            z, info = solve_rk45(f, xb, t0, 1.0, rtol=rtol, atol=atol)
+                tt, cc = t.astype(np.float32), None if cb is None else cb[idx]
+                if type(y) is not _DeviceArray:
+                    return velocity(model, y, tt, cc)
+                with no_grad():     # the state stays on the model's GPU
+                    return model(Tensor(y), tt, cc).data
+            y0 = xb if dev == "cpu" else _to_device(np.ascontiguousarray(xb), dev)
+            z, info = solve_rk45(f, y0, t0, 1.0, rtol=rtol, atol=atol)
             nfe += info["nfev"]
-            outs.append(z)
+            outs.append(z if dev == "cpu" else z.numpy())
         else:
             raise ValueError(f"sample: method must be 'euler' or 'rk45', got {method!r}")
     return np.concatenate(outs) if len(outs) > 1 else outs[0], nfe
