@@ -71,9 +71,17 @@ def _lib_dirs(home):
             if os.path.isdir(d)]
 
 
+def _site_dirs():
+    import site
+    dirs = site.getsitepackages() + [site.getusersitepackages()] + sys.path
+    return [d for d in dict.fromkeys(dirs) if d and os.path.isdir(d)]
+
+
 def _find_cudnn(home):
-    """(include_dir, lib_dir) of cuDNN, or None."""
+    """(include_dir, lib_dir) of cuDNN, or None: CUDNN_HOME, the toolkit,
+    the system, then the nvidia-cudnn pip wheel of an installed PyTorch."""
     roots = [os.environ.get("CUDNN_HOME"), home, "/usr", "/usr/local"]
+    roots += [os.path.join(d, "nvidia", "cudnn") for d in _site_dirs()]
     incs, libs = [], []
     for r in filter(None, roots):
         incs += [os.path.join(r, "include"), os.path.join(r, "include", "x86_64-linux-gnu")]
@@ -81,6 +89,19 @@ def _find_cudnn(home):
     inc = next((d for d in incs if os.path.isfile(os.path.join(d, "cudnn.h"))), None)
     lib = next((d for d in libs if glob.glob(os.path.join(d, "libcudnn.so*"))), None)
     return (inc, lib) if inc and lib else None
+
+
+def _link_name(name, dirs):
+    """The -l argument for lib<name>: `name` when lib<name>.so is in one of
+    dirs, else ':lib<name>.so.<N>' (pip wheels ship only the versioned file)."""
+    for d in dirs:
+        if os.path.exists(os.path.join(d, f"lib{name}.so")):
+            return name
+    for d in dirs:
+        found = sorted(glob.glob(os.path.join(d, f"lib{name}.so.[0-9]*")), key=len)
+        if found:
+            return ":" + os.path.basename(found[0])
+    return name
 
 
 def _gencode(arch_spec):
@@ -121,7 +142,8 @@ def cuda_config():
     flags += _gencode(arch)
     lib_dirs = list(dict.fromkeys(_lib_dirs(home) + [cudnn[1]]))
     _say(f"CUDA build (nvcc {nvcc}, arch {arch}, cuDNN {cudnn[1]})")
-    return {"nvcc": nvcc, "flags": flags, "lib_dirs": lib_dirs}
+    libs = [_link_name("cublas", lib_dirs), _link_name("cudnn", lib_dirs)]
+    return {"nvcc": nvcc, "flags": flags, "lib_dirs": lib_dirs, "libs": libs}
 
 
 def compile_cuda(cfg, build_dir, force=False):
@@ -225,8 +247,7 @@ class ParallelBuildExt(build_ext):
             # cudart static (no libcudart.so to find at run time); cuBLAS and
             # cuDNN shared, found through the rpath. libcuda (the driver) is
             # loaded by cudart on first use only, so no driver is needed to import.
-            ext.libraries += ["cudart_static", "cublas", "cudnn", "rt", "dl", "pthread",
-                              "stdc++"]
+            ext.libraries += ["cudart_static"] + cfg["libs"] + ["rt", "dl", "pthread", "stdc++"]
         super().build_extensions()
         with open(mode_file, "w") as f:
             f.write(mode)

@@ -8,13 +8,22 @@
 # 1. builds timenet._core with the CUDA backend (TIMENET_CUDA=1: an error if
 #    nvcc or cuDNN is missing), for this GPU's architecture unless
 #    TIMENET_CUDA_ARCH says otherwise;
-# 2. runs tests/test_cuda.py (every engine op on CUDA against the CPU, forward
-#    and backward; the allocator; a U-Net and an AdamW step);
+# 2. runs tests/test_cuda*.py (every engine op, the ODE step, the scoring
+#    kernels and the metrics on CUDA against the CPU, forward and backward;
+#    the allocator; bf16 autocast; a U-Net step, an AdamW step and the whole
+#    pipeline against the CPU);
 # 3. runs benchmarks/gpu.py: CUDA vs CPU on one paper-preset image, training
 #    images/s and one-step inference images/s (denoiser + TPN + scoring) of the
 #    paper preset at 256x256, peak GPU memory, and the same U-Net in PyTorch
 #    side by side where an interpreter with torch is found (TORCH_PYTHON, this
 #    PYTHON, or python3); skipped cleanly otherwise.
+# Python: PYTHON, else .venv/bin/python, else python3 (on the lent H200
+# machine: the image's python3 with numpy, scipy, pytest, torch; only
+# scipy-openblas32 is missing there: carry its wheel, downloaded here with
+#   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
+#     --implementation cp --platform manylinux_2_28_x86_64 -d .whl scipy-openblas32
+# and this script installs .whl/*.whl into /tmp/site when the import fails).
+# cuDNN: the toolkit's, else the nvidia-cudnn wheel next to PyTorch (setup.py).
 # Arguments are passed to benchmarks/gpu.py. Budget: under 8 minutes on one
 # A100/H100-class GPU: the build, the tests and the benchmark are limited to
 # 120 + 150 + 200 s (what a phase printed before its limit stays on screen;
@@ -27,6 +36,16 @@ PY=${PYTHON:-.venv/bin/python}
 [ -x "$PY" ] || PY=python3
 start=$(date +%s)
 status=0
+if ! "$PY" -c "import scipy_openblas32" 2>/dev/null; then
+    if ls .whl/*.whl >/dev/null 2>&1; then
+        "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+            --target /tmp/site .whl/*.whl || { echo "FAILED: installing .whl/*.whl"; exit 1; }
+        export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
+    else
+        echo "FAILED: $PY cannot import scipy_openblas32 and there is no .whl/ to install it from"
+        exit 1
+    fi
+fi
 say() { printf '\n== %s (%ds)\n' "$1" $(( $(date +%s) - start )); }
 
 say "GPU"
@@ -58,7 +77,7 @@ have_gpu=$("$PY" -c "import timenet; print(int(timenet.cuda.is_available()))" 2>
 
 say "CUDA tests"
 TIMENET_EXPECT_CUDA_BUILD=1 timeout 150 "$PY" -m pytest -q -p no:cacheprovider --maxfail=25 \
-    tests/test_cuda.py || { echo "FAILED: tests/test_cuda.py"; status=1; }
+    -rfE tests/test_cuda*.py || { echo "FAILED: tests/test_cuda*.py"; status=1; }
 
 say "benchmark"
 torch_args=()
