@@ -228,7 +228,9 @@ int sum_f32_cuda(float *y, const float *x, const float *x2, int ndim, const int6
         TN_LAUNCH_CHECK();
         return TN_OK;
     }
-    const bool inner_kept = nk > 0 && !reduce[ndim - 1];
+    // Neighbouring outputs read neighbouring addresses exactly when the kept
+    // dims' innermost (collapsed, so size-1 dims are ignored) has stride 1.
+    const bool inner_kept = kept.stride[0][kept.ndim - 1] == 1;
     if (n_red <= 32 || (inner_kept && n_out >= 1024)) {
         sum_rows_serial_f32<<<tn_blocks(n_out), TN_THREADS, 0, st>>>(y, x, x2, kept, red, n_out,
                                                                      n_red);
