@@ -105,6 +105,11 @@ CASES += [
     # Big enough to take the OpenMP path (> TN_OMP_MIN_WORK elements).
     group_norm_case("group_norm 2x32x32x32 G=8 threaded", (2, 32, 32, 32), 8, True,
                     fd_tol=3e-2),
+    # Slabs of 3*899 = 2697 elements and planes of 899: neither a multiple of
+    # the CUDA blocks (512 threads a slab forward, 256 a plane backward), so
+    # every thread loops and the last pass is partial; 3 channels a group.
+    group_norm_case("group_norm 2x9x29x31 G=3 block tails", (2, 9, 29, 31), 3, True,
+                    fd_tol=3e-2),
 ]
 
 
@@ -186,6 +191,7 @@ CASES += [
     upsample_case("upsample x3 1x5x1x1", (1, 5, 1, 1), 3),
     upsample_case("upsample x1 identity 3x2x4x3", (3, 2, 4, 3), 1),
     upsample_case("upsample x2 2x8x32x32 threaded", (2, 8, 32, 32), 2),
+    upsample_case("upsample x3 2x3x5x7", (2, 3, 5, 7), 3),
 ]
 
 
@@ -312,6 +318,9 @@ CASES += [
     avg_pool_case("avg_pool k1 s1 p0 1x1x1x1", (1, 1, 1, 1), 1, 1, 0),
     avg_pool_case("avg_pool k4 s3 p2 7x2x9x6", (7, 2, 9, 6), 4, 3, 2),
     avg_pool_case("avg_pool k2 s2 2x16x64x64 threaded", (2, 16, 64, 64), 2, 2, 0),
+    # stride > kernel: rows / columns 1, 4, 7 lie in no window (gradient 0;
+    # the CUDA backward's gather finds an empty window range there).
+    avg_pool_case("avg_pool k2 s3 p1 1x2x8x7 gaps", (1, 2, 8, 7), 2, 3, 1),
     adaptive_case("adaptive 7x5 -> 3x2", (2, 3, 7, 5), 3, 2),
     adaptive_case("adaptive 5x7 -> 5x7 identity", (1, 2, 5, 7), 5, 7),
     adaptive_case("adaptive 3x2 -> 5x7 (upsampling)", (2, 3, 3, 2), 5, 7),
@@ -323,6 +332,7 @@ CASES += [
     max_pool_case("max_pool k3 s1 p1 2x2x5x7 overlapping", (2, 2, 5, 7), 3, 1, 1),
     max_pool_case("max_pool k2 s1 p1 1x3x1x1", (1, 3, 1, 1), 2, 1, 1),
     max_pool_case("max_pool k4 s3 p2 3x2x9x6", (3, 2, 9, 6), 4, 3, 2),
+    max_pool_case("max_pool k2 s3 p1 1x2x8x7 gaps", (1, 2, 8, 7), 2, 3, 1),
 ]
 
 
@@ -370,6 +380,10 @@ CASES += [
     embedding_case("embedding V=10 D=5 repeated ids", 10, 5, [3, 0, 9, 3, 3, 7, 0]),
     embedding_case("embedding V=1 D=17", 1, 17, [0, 0]),
     embedding_case("embedding V=15 D=3 one id", 15, 3, [14]),
+    # N * V > 2**20: the CUDA backward's zero-then-atomicAdd scatter path
+    # (smaller tables gather per row); ids repeat.
+    embedding_case("embedding V=1025 D=3 N=1024 scatter", 1025, 3,
+                   np.random.default_rng(7).integers(0, 1025, 1024)),
     timestep_case("timestep_embedding dim=128 t*999", np.array([0.0, 0.001, 0.5, 0.83, 1.0]) * 999,
                   128),
     timestep_case("timestep_embedding dim=7 odd", np.array([0.0, 3.0, 250.5]), 7),
@@ -462,6 +476,12 @@ _BCAST = [
     ("3-D (N, L, C) + (N, 1, C)", (2, 9, 6), (2, 1, 6)),
     ("threaded over H,W", (2, 64, 32, 32), (2, 64, 1, 1)),
     ("threaded over N", (4, 16, 32, 32), (1, 16, 32, 32)),
+    # The CUDA db reductions' layouts: split blocks with 2 splits (9216
+    # summed a value), thread per output over coalesced rows (1100 outputs,
+    # 40 summed), and a trailing size-1 dim (1100 outputs 40 floats apart).
+    ("split reduction over H,W", (1, 3, 96, 96), (1, 3, 1, 1)),
+    ("over N, wide rows", (40, 1, 1100), (1, 1, 1100)),
+    ("over C, trailing 1", (1100, 40, 1), (1100, 1, 1)),
 ]
 CASES += [add_case(f"add {n} {a}+{b}", a, b) for n, a, b in _BCAST]
 CASES += [mul_case(f"mul {n} {a}*{b}", a, b) for n, a, b in _BCAST]

@@ -388,6 +388,7 @@ def _assert_same(res, atol=1e-6):
     ("getitem slices", lambda a: a[:, 1:5:2, ::-1], [(2, 6, 3)]),
     ("getitem ellipsis none", lambda a: a[..., None, 0], [(2, 3, 4)]),
     ("getitem negative", lambda a: a[-1, -2:], [(3, 4)]),
+    ("getitem rows", lambda a: a[1:3], [(4, 5, 6)]),
     ("reshape flatten", lambda a: a.reshape(-1, 2).flatten(), [(2, 3, 4)]),
     ("attention block shapes", lambda a: a.reshape(2, 3, 4, 5).permute(1, 0, 3, 2)[0], [(2, 12, 5)]),
 ])
@@ -838,11 +839,78 @@ def test_cuda_tensor_basics_and_errors():
     ("mean inner", lambda a: a.mean(axis=-1), [(300, 257)]),
     ("permute", lambda a: a.permute(2, 0, 1), [(2, 3, 4)]),
     ("getitem", lambda a: a[:, 1:5:2, ::-1], [(2, 6, 3)]),
+    ("getitem rows (contiguous copy at an offset)", lambda a: a[1:3], [(4, 5, 6)]),
     ("attention shapes", lambda a: a.reshape(2, 3, 4, 5).permute(1, 0, 3, 2)[0], [(2, 12, 5)]),
 ])
 def test_gpu_tensor_ops_match_cpu(name, fn, shapes):
     rng = np.random.default_rng(len(name))
     _assert_same(_both(fn, *[rng.standard_normal(s) for s in shapes]), atol=1e-5)
+
+
+# Past what the capped grids cover in one pass (tn_blocks: 65536 blocks of
+# 256 threads; reductions: 1024 partial sums) and not a multiple of the
+# block: every thread of the grid-stride loops goes round more than once and
+# the last pass is partial.
+_TAIL_N = 65536 * 256 + 1237
+
+
+@gpu
+def test_gpu_grid_stride_tails_match_cpu():
+    D = cuda.DeviceArray.from_numpy
+    n = _TAIL_N
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(n).astype(np.float32)
+    y = rng.standard_normal(n).astype(np.float32)
+    dx, dy = D(x), D(y)
+
+    def close(got, want):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+    close(_core.cuda_silu_forward(dx).numpy(), _core.silu_forward(x))
+    close(_core.cuda_silu_backward(dy, dx).numpy(), _core.silu_backward(y, x))
+    np.testing.assert_array_equal(_core.cuda_scalar(1, dx, 0.5).numpy(), x * np.float32(0.5))
+    np.testing.assert_array_equal(_core.cuda_binary(0, dx, dy).numpy(), x + y)
+    assert np.all(cuda.DeviceArray.full((n,), 2.5).numpy() == 2.5)
+    # reversed: the strided kernel (a forward contiguous run is a memcpy)
+    np.testing.assert_array_equal(
+        _core.cuda_strided_copy(dx, (n,), (-1,), n - 1).numpy(), x[::-1])
+    exact = x.astype(np.float64).sum()
+    assert float(_core.cuda_sum(dx).numpy()) == pytest.approx(
+        exact, rel=1e-6, abs=1e-9 * float(np.abs(x).sum()))
+    want = float(np.mean((x.astype(np.float64) - y) ** 2))
+    assert float(_core.cuda_mse_forward(dx, dy).numpy()) == pytest.approx(want, rel=1e-6)
+    close(_core.cuda_mse_backward(dx, dy, 0.75).numpy(), _core.mse_backward(x, y, 0.75))
+    small = rng.standard_normal(77).astype(np.float32)
+    assert _core.cuda_grad_norm([dx, D(small)]) == pytest.approx(
+        _core.grad_norm([x, small]), rel=1e-10)
+    dz, ds = D(x), D(small)
+    _core.cuda_scale_([dz, ds], 0.25)
+    np.testing.assert_array_equal(dz.numpy(), x * np.float32(0.25))
+    np.testing.assert_array_equal(ds.numpy(), small * np.float32(0.25))
+    for beta1 in (0.9, 0.3):   # both forms of torch's lerp (weight < 0.5 and >= 0.5)
+        p, m, v = x.copy(), np.full(n, 0.1, np.float32), np.full(n, 0.2, np.float32)
+        dp, dm, dv = D(p), D(m), D(v)
+        _core.cuda_adamw_step(dp, dy, dm, dv, 1e-3, beta1, 0.999, 1e-8, 0.01, 3)
+        _core.adamw_step(p, y, m, v, 1e-3, beta1, 0.999, 1e-8, 0.01, 3)
+        for got, want in ((dp, p), (dm, m), (dv, v)):
+            close(got.numpy(), want)
+
+
+# cuda_sum's layouts (elementwise.cu): serial per output (short reductions;
+# coalesced rows; more than 2**20 outputs), split blocks (1 split, several).
+@gpu
+@pytest.mark.parametrize("shape, axes", [
+    ((50, 7, 9), (1,)),              # 7 summed: serial
+    ((300, 2048), (0,)),             # rows kept innermost, 2048 outputs: serial, coalesced
+    ((5, 70000), (1,)),              # 17 splits an output
+    ((1100, 40, 1), (1,)),           # kept dims 40 floats apart (trailing size-1 dim): split
+    ((1100000, 33), (1,)),           # > 2**20 outputs, 33 summed: serial fallback
+    ((3, 1, 5, 1), (0, 2)),          # size-1 dims everywhere
+])
+def test_gpu_sum_layouts_match_numpy(shape, axes):
+    x = np.random.default_rng(len(shape)).standard_normal(shape).astype(np.float32)
+    got = _core.cuda_sum(cuda.DeviceArray.from_numpy(x), axes).numpy()
+    np.testing.assert_allclose(got, x.astype(np.float64).sum(axis=axes), rtol=1e-6, atol=1e-6)
 
 
 @gpu

@@ -228,7 +228,9 @@ int sum_f32_cuda(float *y, const float *x, const float *x2, int ndim, const int6
         TN_LAUNCH_CHECK();
         return TN_OK;
     }
-    const bool inner_kept = nk > 0 && !reduce[ndim - 1];
+    // Neighbouring outputs read neighbouring addresses exactly when the kept
+    // dims' innermost (collapsed, so size-1 dims are ignored) has stride 1.
+    const bool inner_kept = kept.stride[0][kept.ndim - 1] == 1;
     if (n_red <= 32 || (inner_kept && n_out >= 1024)) {
         sum_rows_serial_f32<<<tn_blocks(n_out), TN_THREADS, 0, st>>>(y, x, x2, kept, red, n_out,
                                                                      n_red);
@@ -283,6 +285,15 @@ void bcast_strides(int ndim, const int64_t *a_shape, const int64_t *b_shape, int
         if (b_shape[i] == 1 && a_shape[i] != 1) bs[i] = 0;
 }
 
+// The strided entries index fixed TN_CUDA_MAXDIM arrays (host and kernel
+// parameters): more dims would overrun them, not merely fail.
+int ew_check_ndim(int ndim, const char *op) {
+    if (ndim < 0 || ndim > TN_CUDA_MAXDIM)
+        return tn_cuda_fail(TN_EINVAL, __FILE__, __LINE__, op,
+                            "ndim must be in [0, TN_CUDA_MAXDIM]");
+    return TN_OK;
+}
+
 }  // namespace
 
 // ---------------------------------------------------------------------------
@@ -291,6 +302,7 @@ void bcast_strides(int ndim, const int64_t *a_shape, const int64_t *b_shape, int
 extern "C" int tn_cuda_binary(float *y, const float *a, const float *b, int op, int ndim,
                               const int64_t *shape, const int64_t *a_strides,
                               const int64_t *b_strides) {
+    TN_TRY(ew_check_ndim(ndim, "binary"));
     cudaStream_t st;
     TN_TRY(tn_cuda_stream(&st));
     return binary_dispatch(y, a, b, op, ndim, shape, a_strides, b_strides, st);
@@ -323,6 +335,7 @@ extern "C" int tn_cuda_fill(float *y, float value, int64_t n) {
 
 extern "C" int tn_cuda_strided_copy(float *y, const float *x, int ndim, const int64_t *shape,
                                     const int64_t *strides, int64_t offset) {
+    TN_TRY(ew_check_ndim(ndim, "strided_copy"));
     cudaStream_t st;
     TN_TRY(tn_cuda_stream(&st));
     Strided<1> s;
@@ -340,6 +353,7 @@ extern "C" int tn_cuda_strided_copy(float *y, const float *x, int ndim, const in
 
 extern "C" int tn_cuda_strided_add(float *y, const float *x, int ndim, const int64_t *shape,
                                    const int64_t *strides, int64_t offset) {
+    TN_TRY(ew_check_ndim(ndim, "strided_add"));
     cudaStream_t st;
     TN_TRY(tn_cuda_stream(&st));
     Strided<1> s;
@@ -352,6 +366,7 @@ extern "C" int tn_cuda_strided_add(float *y, const float *x, int ndim, const int
 
 extern "C" int tn_cuda_sum(float *y, const float *x, const float *x2, int ndim,
                            const int64_t *shape, const int *reduce) {
+    TN_TRY(ew_check_ndim(ndim, "sum"));
     cudaStream_t st;
     TN_TRY(tn_cuda_stream(&st));
     return sum_f32_cuda(y, x, x2, ndim, shape, reduce, st);
@@ -360,6 +375,7 @@ extern "C" int tn_cuda_sum(float *y, const float *x, const float *x2, int ndim,
 // y and a are a_shape (ndim dims), b is b_shape (each dim a's or 1): y = a + b.
 extern "C" int tn_cuda_add_forward(float *y, const float *a, const float *b, int ndim,
                                    const int64_t *a_shape, const int64_t *b_shape) {
+    TN_TRY(ew_check_ndim(ndim, "add_forward"));
     int64_t as[TN_CUDA_MAXDIM], bs[TN_CUDA_MAXDIM];
     contiguous_strides(ndim, a_shape, as);
     bcast_strides(ndim, a_shape, b_shape, bs);
@@ -369,6 +385,7 @@ extern "C" int tn_cuda_add_forward(float *y, const float *a, const float *b, int
 // y and a are a_shape, b is b_shape: y = a * b.
 extern "C" int tn_cuda_mul_forward(float *y, const float *a, const float *b, int ndim,
                                    const int64_t *a_shape, const int64_t *b_shape) {
+    TN_TRY(ew_check_ndim(ndim, "mul_forward"));
     int64_t as[TN_CUDA_MAXDIM], bs[TN_CUDA_MAXDIM];
     contiguous_strides(ndim, a_shape, as);
     bcast_strides(ndim, a_shape, b_shape, bs);
@@ -385,6 +402,7 @@ static void bcast_reduce_dims(int ndim, const int64_t *a_shape, const int64_t *b
 // over b's broadcast dims.
 extern "C" int tn_cuda_add_backward(float *da, float *db, const float *dy, int ndim,
                                     const int64_t *a_shape, const int64_t *b_shape) {
+    TN_TRY(ew_check_ndim(ndim, "add_backward"));
     cudaStream_t st;
     TN_TRY(tn_cuda_stream(&st));
     int64_t n = 1;
@@ -401,6 +419,7 @@ extern "C" int tn_cuda_add_backward(float *da, float *db, const float *dy, int n
 extern "C" int tn_cuda_mul_backward(float *da, float *db, const float *dy, const float *a,
                                     const float *b, int ndim, const int64_t *a_shape,
                                     const int64_t *b_shape) {
+    TN_TRY(ew_check_ndim(ndim, "mul_backward"));
     cudaStream_t st;
     TN_TRY(tn_cuda_stream(&st));
     int64_t as[TN_CUDA_MAXDIM], bs[TN_CUDA_MAXDIM];

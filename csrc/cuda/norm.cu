@@ -154,6 +154,7 @@ extern "C" int tn_cuda_group_norm_forward(float *y, float *mean, float *rstd, co
     cudaStream_t st;
     TN_TRY(tn_cuda_stream(&st));
     const int64_t slabs = (int64_t)N * G;
+    if (slabs == 0) return TN_OK;  // nothing to normalise (a 0-block grid is a launch error)
     if (slabs > INT32_MAX)
         return tn_cuda_fail(TN_EINVAL, __FILE__, __LINE__, "group_norm_forward", "N*G too large");
     group_norm_forward_f32<<<(unsigned)slabs, block_for((int64_t)(C / G) * S, GN_THREADS), 0,
@@ -170,6 +171,11 @@ extern "C" int tn_cuda_group_norm_backward(float *dx, float *dw, float *db, cons
     cudaStream_t st;
     TN_TRY(tn_cuda_stream(&st));
     const int64_t planes = (int64_t)N * C;
+    if (planes == 0) {  // an empty batch: dx is empty, dw and db sum nothing
+        if (dw && C > 0) TN_CUDA_CHECK(cudaMemsetAsync(dw, 0, sizeof(float) * (size_t)C, st));
+        if (db && C > 0) TN_CUDA_CHECK(cudaMemsetAsync(db, 0, sizeof(float) * (size_t)C, st));
+        return TN_OK;
+    }
     if (planes > INT32_MAX)
         return tn_cuda_fail(TN_EINVAL, __FILE__, __LINE__, "group_norm_backward", "N*C too large");
     TnBuffer sums, coeffs;
