@@ -140,6 +140,21 @@ exit:
     return rc;
 }
 
+PyObject *tn_arg_list(PyObject *obj, const char *op, const char *name, const char *what) {
+    if (!PyList_Check(obj) && !PyTuple_Check(obj)) {
+        PyErr_Format(PyExc_TypeError, "%s: %s must be a list or tuple of %s, got %s", op, name,
+                     what, Py_TYPE(obj)->tp_name);
+        return NULL;
+    }
+    PyObject *seq = PySequence_Fast(obj, name);
+    if (seq && PySequence_Fast_GET_SIZE(seq) > INT_MAX) {
+        PyErr_Format(PyExc_ValueError, "%s: too many arrays (%zd)", op,
+                     PySequence_Fast_GET_SIZE(seq));
+        Py_CLEAR(seq);
+    }
+    return seq;
+}
+
 int tn_check_nonneg(const char *op, const char *name, double v) {
     if (v >= 0.0 && isfinite(v)) return 0;
     PyErr_Format(PyExc_ValueError, "%s: %s must be finite and >= 0, got %g", op, name, v);

@@ -59,6 +59,10 @@ int tn_check_fit_int(PyObject *a, const char *op, const char *name);
 int tn_parse_shape(PyObject *obj, const char *op, const char *name, int ndim,
                    const char *expect, npy_intp *dims);
 
+// A list or tuple argument of at most INT_MAX arrays, `what` saying of
+// what ("float32 arrays"): a new reference to its PySequence_Fast, or NULL.
+PyObject *tn_arg_list(PyObject *obj, const char *op, const char *name, const char *what);
+
 // A float argument that must be finite and >= 0 (eps, lr, weight_decay).
 int tn_check_nonneg(const char *op, const char *name, double v);
 

@@ -3,7 +3,6 @@
 // kernels. See docs/engine-api.md.
 #include "glue.h"
 
-#include <limits.h>
 #include <stdio.h>
 
 #include "checks.h"
@@ -145,22 +144,13 @@ exit:
 static int collect_arrays(PyObject *seq_obj, const char *op, const char *what, int inplace,
                           PyArrayObject ***out, float ***ptrs, size_t **ns, int *count) {
     *out = NULL; *ptrs = NULL; *ns = NULL; *count = 0;
-    if (!PyList_Check(seq_obj) && !PyTuple_Check(seq_obj)) {
-        PyErr_Format(PyExc_TypeError, "%s: %s must be a list or tuple of float32 arrays, got %s",
-                     op, what, Py_TYPE(seq_obj)->tp_name);
-        return -1;
-    }
-    PyObject *seq = PySequence_Fast(seq_obj, what);
+    PyObject *seq = tn_arg_list(seq_obj, op, what, "float32 arrays");
     if (!seq) return -1;
     int rc = -1;
     Py_ssize_t len = PySequence_Fast_GET_SIZE(seq), done = 0;
     PyArrayObject **arrs = NULL;
     float **ps = NULL;
     size_t *sz = NULL;
-    if (len > INT_MAX) {
-        PyErr_Format(PyExc_ValueError, "%s: too many arrays (%zd)", op, len);
-        goto exit;
-    }
     arrs = PyMem_Calloc(len ? len : 1, sizeof *arrs);
     ps = PyMem_Calloc(len ? len : 1, sizeof *ps);
     sz = PyMem_Calloc(len ? len : 1, sizeof *sz);
