@@ -333,6 +333,23 @@ int tn_check_timestep(const char *op, int dim, double max_period) {
 // ---------------------------------------------------------------------------
 // concat
 
+PyObject *tn_concat_list(PyObject *obj, const char *op, const char *what) {
+    if (!PyList_Check(obj) && !PyTuple_Check(obj)) {
+        PyErr_Format(PyExc_TypeError, "%s: xs must be a list of (N, C_i, *) %s, got %s", op, what,
+                     Py_TYPE(obj)->tp_name);
+        return NULL;
+    }
+    PyObject *seq = PySequence_Fast(obj, "xs");
+    if (!seq) return NULL;
+    const Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    if (n < 1 || n > INT_MAX) {
+        PyErr_Format(PyExc_ValueError, "%s: xs must hold at least one array, got %zd", op, n);
+        Py_DECREF(seq);
+        return NULL;
+    }
+    return seq;
+}
+
 void tn_expect_concat(tn_expect *e, PyObject *x0) {
     char shape[160];
     e->ndim = tn_ndim(x0);

@@ -120,6 +120,10 @@ int tn_check_timestep(const char *op, int dim, double max_period);
 // ---------------------------------------------------------------------------
 // concat on dim 1
 
+// concat_forward's xs: a list or tuple of at least one (and at most
+// INT_MAX) arrays, `what` saying of what ("float32 arrays"): a new
+// reference to its PySequence_Fast, or NULL.
+PyObject *tn_concat_list(PyObject *obj, const char *op, const char *what);
 // Every xs[i], i > 0, matches xs[0] (N, C_0, *) in every dim but 1.
 void tn_expect_concat(tn_expect *e, PyObject *x0);
 // The output's N fits int.

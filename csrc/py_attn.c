@@ -17,6 +17,17 @@ static PyArrayObject *f32_like(PyObject *obj, const char *op, const char *name, 
     return tn_f32_expect(obj, op, name, &e);
 }
 
+// q (N, L, C) and k, v of q's shape, the inputs both attention ops take.
+// New references in *q, *k, *v, which the caller releases (also on error).
+static int qkv_inputs(PyObject *qo, PyObject *ko, PyObject *vo, const char *op,
+                      PyArrayObject **q, PyArrayObject **k, PyArrayObject **v) {
+    if (!(*q = tn_f32(qo, op, "q", 3, "(N, L, C)"))) return -1;
+    const npy_intp *qd = PyArray_DIMS(*q);
+    if (!(*k = f32_like(ko, op, "k", 3, qd, "(N, L, C) = q.shape"))) return -1;
+    if (!(*v = f32_like(vo, op, "v", 3, qd, "(N, L, C) = q.shape"))) return -1;
+    return 0;
+}
+
 static int check_writeable(PyArrayObject *a, const char *op, const char *name) {
     if (PyArray_ISWRITEABLE(a)) return 0;
     PyErr_Format(PyExc_ValueError, "%s: %s is updated in place and must be writeable, got a "
@@ -41,10 +52,8 @@ static PyObject *py_attention_forward(PyObject *self, PyObject *args, PyObject *
     if (!PyArg_ParseTupleAndKeywords(args, kw, "OOOi:attention_forward", kwlist, &q_obj,
                                      &k_obj, &v_obj, &num_heads))
         return NULL;
-    if (!(q = tn_f32(q_obj, op, "q", 3, "(N, L, C)"))) goto exit;
+    if (qkv_inputs(q_obj, k_obj, v_obj, op, &q, &k, &v) < 0) goto exit;
     const npy_intp *qd = PyArray_DIMS(q);
-    if (!(k = f32_like(k_obj, op, "k", 3, qd, "(N, L, C) = q.shape"))) goto exit;
-    if (!(v = f32_like(v_obj, op, "v", 3, qd, "(N, L, C) = q.shape"))) goto exit;
     if (tn_check_heads(op, (PyObject *)q, num_heads, TN_ON_CPU) < 0) goto exit;
     int N = (int)qd[0], L = (int)qd[1], C = (int)qd[2];
     npy_intp pd[4] = {N, num_heads, L, L};
@@ -75,10 +84,8 @@ static PyObject *py_attention_backward(PyObject *self, PyObject *args, PyObject 
     if (!PyArg_ParseTupleAndKeywords(args, kw, "OOOOOi:attention_backward", kwlist, &dout_obj,
                                      &q_obj, &k_obj, &v_obj, &p_obj, &num_heads))
         return NULL;
-    if (!(q = tn_f32(q_obj, op, "q", 3, "(N, L, C)"))) goto exit;
+    if (qkv_inputs(q_obj, k_obj, v_obj, op, &q, &k, &v) < 0) goto exit;
     const npy_intp *qd = PyArray_DIMS(q);
-    if (!(k = f32_like(k_obj, op, "k", 3, qd, "(N, L, C) = q.shape"))) goto exit;
-    if (!(v = f32_like(v_obj, op, "v", 3, qd, "(N, L, C) = q.shape"))) goto exit;
     if (!(dout = f32_like(dout_obj, op, "dout", 3, qd, "(N, L, C) = q.shape"))) goto exit;
     if (tn_check_heads(op, (PyObject *)q, num_heads, TN_ON_CPU) < 0) goto exit;
     int N = (int)qd[0], L = (int)qd[1], C = (int)qd[2];

@@ -457,6 +457,17 @@ static PyObject *py_relu_backward(PyObject *s, PyObject *a, PyObject *k) {
 // ---------------------------------------------------------------------------
 // broadcasting add / mul (b: a's ndim, each dim a's or 1), as the CPU ops
 
+// a (any ndim) and b broadcast to it, the inputs add/mul forward and
+// mul_backward take.
+static int bcast_inputs(PyObject *ao, PyObject *bo, const char *op, devctx *ctx,
+                        tn_DeviceArray **a, tn_DeviceArray **b) {
+    if (!(*a = arg_f32(ao, op, "a", -1, "(N, C, H, W) (any ndim)", ctx))) return -1;
+    if (!(*b = arg_f32(bo, op, "b", -1, "(a's ndim, each dim equal to a's or 1)", ctx)))
+        return -1;
+    return tn_check_broadcast(op, "b", (*a)->ndim, (*a)->shape, (*b)->ndim, (*b)->shape,
+                              TN_CUDA_MAXDIM);
+}
+
 static PyObject *bcast_forward(PyObject *args, PyObject *kw, const char *op, int is_mul) {
     static char *kwlist[] = {"a", "b", NULL};
     PyObject *ao, *bo, *ret = NULL;
@@ -465,12 +476,8 @@ static PyObject *bcast_forward(PyObject *args, PyObject *kw, const char *op, int
     char fmt[64];
     snprintf(fmt, sizeof fmt, "OO:%s", op);
     if (!PyArg_ParseTupleAndKeywords(args, kw, fmt, kwlist, &ao, &bo)) return NULL;
-    tn_DeviceArray *a = arg_f32(ao, op, "a", -1, "(N, C, H, W) (any ndim)", &ctx);
-    if (!a) return NULL;
-    tn_DeviceArray *b = arg_f32(bo, op, "b", -1, "(a's ndim, each dim equal to a's or 1)", &ctx);
-    if (!b) return NULL;
-    if (tn_check_broadcast(op, "b", a->ndim, a->shape, b->ndim, b->shape, TN_CUDA_MAXDIM) < 0)
-        return NULL;
+    tn_DeviceArray *a, *b;
+    if (bcast_inputs(ao, bo, op, &ctx, &a, &b) < 0) return NULL;
     int64_t as[TN_CUDA_MAXDIM], bs[TN_CUDA_MAXDIM];
     to_i64(a->ndim, a->shape, as);
     to_i64(b->ndim, b->shape, bs);
@@ -528,12 +535,8 @@ static PyObject *py_mul_backward(PyObject *self, PyObject *args, PyObject *kw) {
     tn_DeviceArray *da = NULL, *db = NULL;
     if (!PyArg_ParseTupleAndKeywords(args, kw, "OOO:cuda_mul_backward", kwlist, &dyo, &ao, &bo))
         return NULL;
-    tn_DeviceArray *a = arg_f32(ao, op, "a", -1, "(N, C, H, W) (any ndim)", &ctx);
-    if (!a) return NULL;
-    tn_DeviceArray *b = arg_f32(bo, op, "b", -1, "(a's ndim, each dim equal to a's or 1)", &ctx);
-    if (!b) return NULL;
-    if (tn_check_broadcast(op, "b", a->ndim, a->shape, b->ndim, b->shape, TN_CUDA_MAXDIM) < 0)
-        return NULL;
+    tn_DeviceArray *a, *b;
+    if (bcast_inputs(ao, bo, op, &ctx, &a, &b) < 0) return NULL;
     tn_DeviceArray *dy = arg_f32(dyo, op, "dy", a->ndim, "(the shape of a)", &ctx);
     if (!dy || tn_check_same_shape(dyo, ao, op, "dy", "a") < 0) return NULL;
     int64_t as[TN_CUDA_MAXDIM], bs[TN_CUDA_MAXDIM];
@@ -563,17 +566,8 @@ static PyObject *py_concat_forward(PyObject *self, PyObject *args, PyObject *kw)
     Py_ssize_t n = 0;
     if (!PyArg_ParseTupleAndKeywords(args, kw, "O:cuda_concat_forward", kwlist, &xso))
         return NULL;
-    if (!PyList_Check(xso) && !PyTuple_Check(xso)) {
-        PyErr_Format(PyExc_TypeError, "%s: xs must be a list of (N, C_i, *) float32 CUDA arrays, "
-                     "got %s", op, Py_TYPE(xso)->tp_name);
-        return NULL;
-    }
-    if (!(seq = PySequence_Fast(xso, "xs"))) return NULL;
+    if (!(seq = tn_concat_list(xso, op, "float32 CUDA arrays"))) return NULL;
     n = PySequence_Fast_GET_SIZE(seq);
-    if (n < 1 || n > INT_MAX) {
-        PyErr_Format(PyExc_ValueError, "%s: xs must hold at least one array, got %zd", op, n);
-        goto exit;
-    }
     xs = PyMem_Calloc((size_t)n, sizeof *xs);
     ptrs = PyMem_Calloc((size_t)n, sizeof *ptrs);
     sizes = PyMem_Calloc((size_t)n, sizeof *sizes);
@@ -581,6 +575,8 @@ static PyObject *py_concat_forward(PyObject *self, PyObject *args, PyObject *kw)
         PyErr_NoMemory();
         goto exit;
     }
+    // As the CPU op's loop, but converting with arg_*: the list's contract
+    // is tn_concat_list and tn_expect_concat.
     Py_ssize_t ctot = 0;
     tn_expect e;  // of xs[1:]
     for (Py_ssize_t i = 0; i < n; i++) {
@@ -630,6 +626,7 @@ static PyObject *py_concat_backward(PyObject *self, PyObject *args, PyObject *kw
     if (!dy || tn_check_concat_batch(op, dy->shape[0]) < 0) return NULL;
     const Py_ssize_t n = tn_parse_concat_sizes(so, op, dyo, &cs);
     if (n < 0) return NULL;
+    // What is left, as in the CPU op, is making the outputs (on the device).
     const int nd = dy->ndim;
     const int64_t rest = (int64_t)(tn_da_size(dy) / (dy->shape[0] * dy->shape[1]));
     ptrs = PyMem_Calloc((size_t)n, sizeof *ptrs);
@@ -1295,6 +1292,16 @@ exit:
 // ---------------------------------------------------------------------------
 // attention
 
+// q (N, L, C) and k, v of q's shape, the inputs both attention ops take.
+static int qkv_inputs(PyObject *qo, PyObject *ko, PyObject *vo, const char *op, devctx *ctx,
+                      tn_DeviceArray **q, tn_DeviceArray **k, tn_DeviceArray **v) {
+    if (!(*q = arg_f32(qo, op, "q", 3, "(N, L, C)", ctx))) return -1;
+    const Py_ssize_t *qd = (*q)->shape;
+    if (!(*k = arg_like(ko, op, "k", 3, qd, "(N, L, C) = q.shape", ctx))) return -1;
+    if (!(*v = arg_like(vo, op, "v", 3, qd, "(N, L, C) = q.shape", ctx))) return -1;
+    return 0;
+}
+
 static PyObject *py_attention_forward(PyObject *self, PyObject *args, PyObject *kw) {
     static const char *op = "cuda_attention_forward";
     static char *kwlist[] = {"q", "k", "v", "num_heads", NULL};
@@ -1305,12 +1312,9 @@ static PyObject *py_attention_forward(PyObject *self, PyObject *args, PyObject *
     if (!PyArg_ParseTupleAndKeywords(args, kw, "OOOi:cuda_attention_forward", kwlist, &qo, &ko,
                                      &vo, &H))
         return NULL;
-    tn_DeviceArray *q = arg_f32(qo, op, "q", 3, "(N, L, C)", &ctx);
-    if (!q) return NULL;
-    tn_DeviceArray *k = arg_like(ko, op, "k", 3, q->shape, "(N, L, C) = q.shape", &ctx);
-    if (!k) return NULL;
-    tn_DeviceArray *v = arg_like(vo, op, "v", 3, q->shape, "(N, L, C) = q.shape", &ctx);
-    if (!v || tn_check_heads(op, qo, H, TN_ON_CUDA) < 0) return NULL;
+    tn_DeviceArray *q, *k, *v;
+    if (qkv_inputs(qo, ko, vo, op, &ctx, &q, &k, &v) < 0) return NULL;
+    if (tn_check_heads(op, qo, H, TN_ON_CUDA) < 0) return NULL;
     const Py_ssize_t N = q->shape[0], L = q->shape[1], C = q->shape[2];
     const Py_ssize_t pd[4] = {N, H, L, L};
     if (!(out = new_f32(3, q->shape, ctx.dev))) goto exit;
@@ -1333,12 +1337,8 @@ static PyObject *py_attention_backward(PyObject *self, PyObject *args, PyObject 
     if (!PyArg_ParseTupleAndKeywords(args, kw, "OOOOOi:cuda_attention_backward", kwlist, &dto,
                                      &qo, &ko, &vo, &po, &H))
         return NULL;
-    tn_DeviceArray *q = arg_f32(qo, op, "q", 3, "(N, L, C)", &ctx);
-    if (!q) return NULL;
-    tn_DeviceArray *k = arg_like(ko, op, "k", 3, q->shape, "(N, L, C) = q.shape", &ctx);
-    if (!k) return NULL;
-    tn_DeviceArray *v = arg_like(vo, op, "v", 3, q->shape, "(N, L, C) = q.shape", &ctx);
-    if (!v) return NULL;
+    tn_DeviceArray *q, *k, *v;
+    if (qkv_inputs(qo, ko, vo, op, &ctx, &q, &k, &v) < 0) return NULL;
     tn_DeviceArray *dout = arg_like(dto, op, "dout", 3, q->shape, "(N, L, C) = q.shape", &ctx);
     if (!dout || tn_check_heads(op, qo, H, TN_ON_CUDA) < 0) return NULL;
     const Py_ssize_t N = q->shape[0], L = q->shape[1], C = q->shape[2];

@@ -475,17 +475,8 @@ static PyObject *py_concat_forward(PyObject *self, PyObject *args, PyObject *kw)
     Py_ssize_t n = 0;
     PyObject *ret = NULL;
     if (!PyArg_ParseTupleAndKeywords(args, kw, "O:concat_forward", kwlist, &xso)) return NULL;
-    if (!PyList_Check(xso) && !PyTuple_Check(xso)) {
-        PyErr_Format(PyExc_TypeError, "%s: xs must be a list of (N, C_i, *) float32 arrays, got %s",
-                     op, Py_TYPE(xso)->tp_name);
-        goto exit;
-    }
-    if (!(seq = PySequence_Fast(xso, "xs"))) goto exit;
+    if (!(seq = tn_concat_list(xso, op, "float32 arrays"))) goto exit;
     n = PySequence_Fast_GET_SIZE(seq);
-    if (n < 1 || n > INT_MAX) {
-        PyErr_Format(PyExc_ValueError, "%s: xs must hold at least one array, got %zd", op, n);
-        goto exit;
-    }
     xs = PyMem_Calloc((size_t)n, sizeof *xs);
     ptrs = PyMem_Calloc((size_t)n, sizeof *ptrs);
     sizes = PyMem_Calloc((size_t)n, sizeof *sizes);
@@ -493,6 +484,8 @@ static PyObject *py_concat_forward(PyObject *self, PyObject *args, PyObject *kw)
         PyErr_NoMemory();
         goto exit;
     }
+    // The CUDA op runs the same loop with its own converters: the list's
+    // contract is tn_concat_list and tn_expect_concat.
     npy_intp ctot = 0;
     tn_expect e;  // of xs[1:]
     for (Py_ssize_t i = 0; i < n; i++) {
@@ -585,6 +578,16 @@ static void to_ptrdiff(int nd, const npy_intp *d, ptrdiff_t *out) {
     for (int i = 0; i < nd; i++) out[i] = (ptrdiff_t)d[i];
 }
 
+// a (any ndim) and b broadcast to it, the inputs add/mul forward and
+// mul_backward take. New references in *a, *b, which the caller releases.
+static int bcast_inputs(PyObject *ao, PyObject *bo, const char *op, PyArrayObject **a,
+                        PyArrayObject **b) {
+    if (!(*a = tn_f32(ao, op, "a", -1, "(N, C, H, W) (any ndim)"))) return -1;
+    if (!(*b = tn_f32(bo, op, "b", -1, "(a's ndim, each dim equal to a's or 1)"))) return -1;
+    return tn_check_broadcast(op, "b", PyArray_NDIM(*a), PyArray_DIMS(*a), PyArray_NDIM(*b),
+                              PyArray_DIMS(*b), TN_BCAST_MAXDIM);
+}
+
 static PyObject *binary_forward(PyObject *args, PyObject *kw, const char *op, int is_mul) {
     static char *kwlist[] = {"a", "b", NULL};
     PyObject *ao, *bo;
@@ -593,11 +596,7 @@ static PyObject *binary_forward(PyObject *args, PyObject *kw, const char *op, in
     char fmt[64];
     snprintf(fmt, sizeof fmt, "OO:%s", op);
     if (!PyArg_ParseTupleAndKeywords(args, kw, fmt, kwlist, &ao, &bo)) return NULL;
-    if (!(a = tn_f32(ao, op, "a", -1, "(N, C, H, W) (any ndim)"))) goto exit;
-    if (!(b = tn_f32(bo, op, "b", -1, "(a's ndim, each dim equal to a's or 1)"))) goto exit;
-    if (tn_check_broadcast(op, "b", PyArray_NDIM(a), PyArray_DIMS(a), PyArray_NDIM(b),
-                           PyArray_DIMS(b), TN_BCAST_MAXDIM) < 0)
-        goto exit;
+    if (bcast_inputs(ao, bo, op, &a, &b) < 0) goto exit;
     const int nd = PyArray_NDIM(a);
     ptrdiff_t as[TN_BCAST_MAXDIM], bs[TN_BCAST_MAXDIM];
     to_ptrdiff(nd, PyArray_DIMS(a), as);
@@ -652,11 +651,7 @@ static PyObject *py_mul_backward(PyObject *self, PyObject *args, PyObject *kw) {
     PyObject *ret = NULL;
     if (!PyArg_ParseTupleAndKeywords(args, kw, "OOO:mul_backward", kwlist, &dyo, &ao, &bo))
         return NULL;
-    if (!(a = tn_f32(ao, op, "a", -1, "(N, C, H, W) (any ndim)"))) goto exit;
-    if (!(b = tn_f32(bo, op, "b", -1, "(a's ndim, each dim equal to a's or 1)"))) goto exit;
-    if (tn_check_broadcast(op, "b", PyArray_NDIM(a), PyArray_DIMS(a), PyArray_NDIM(b),
-                           PyArray_DIMS(b), TN_BCAST_MAXDIM) < 0)
-        goto exit;
+    if (bcast_inputs(ao, bo, op, &a, &b) < 0) goto exit;
     const int nd = PyArray_NDIM(a);
     if (!(dy = tn_f32(dyo, op, "dy", nd, "(the shape of a)"))) goto exit;
     if (tn_check_same_shape((PyObject *)dy, (PyObject *)a, op, "dy", "a") < 0) goto exit;
