@@ -38,6 +38,13 @@ const char *tn_fmt_dims(char *buf, size_t n, int ndim, const npy_intp *dims) {
     return buf;
 }
 
+// PyErr_Format has no %g (it would print "%g" itself): doubles go through
+// snprintf first.
+static const char *fmt_g(char *buf, size_t n, double v) {
+    snprintf(buf, n, "%g", v);
+    return buf;
+}
+
 // ---------------------------------------------------------------------------
 // shapes
 
@@ -157,7 +164,9 @@ PyObject *tn_arg_list(PyObject *obj, const char *op, const char *name, const cha
 
 int tn_check_nonneg(const char *op, const char *name, double v) {
     if (v >= 0.0 && isfinite(v)) return 0;
-    PyErr_Format(PyExc_ValueError, "%s: %s must be finite and >= 0, got %g", op, name, v);
+    char g[32];
+    PyErr_Format(PyExc_ValueError, "%s: %s must be finite and >= 0, got %s", op, name,
+                 fmt_g(g, sizeof g, v));
     return -1;
 }
 
@@ -323,8 +332,9 @@ int tn_check_timestep(const char *op, int dim, double max_period) {
         return -1;
     }
     if (!(max_period > 0.0) || !isfinite(max_period)) {
-        PyErr_Format(PyExc_ValueError, "%s: max_period must be finite and > 0, got %g", op,
-                     max_period);
+        char g[32];
+        PyErr_Format(PyExc_ValueError, "%s: max_period must be finite and > 0, got %s", op,
+                     fmt_g(g, sizeof g, max_period));
         return -1;
     }
     return 0;
@@ -572,8 +582,9 @@ int tn_check_adamw(const char *op, double lr, double beta1, double beta2, double
                    double wd, long long step) {
     if (tn_check_nonneg(op, "lr", lr) < 0) return -1;
     if (!(beta1 >= 0.0 && beta1 < 1.0) || !(beta2 >= 0.0 && beta2 < 1.0)) {
-        PyErr_Format(PyExc_ValueError, "%s: betas must be in [0, 1), got (%g, %g)", op, beta1,
-                     beta2);
+        char g1[32], g2[32];
+        PyErr_Format(PyExc_ValueError, "%s: betas must be in [0, 1), got (%s, %s)", op,
+                     fmt_g(g1, sizeof g1, beta1), fmt_g(g2, sizeof g2, beta2));
         return -1;
     }
     if (tn_check_nonneg(op, "eps", eps) < 0) return -1;

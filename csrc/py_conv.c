@@ -3,6 +3,8 @@
 // the kernels of csrc/cpu/conv2d.c and csrc/cpu/linear.c.
 #include "glue.h"
 
+#include <stdio.h>
+
 #include "checks.h"
 #include "cpu/conv2d.h"
 
@@ -134,7 +136,9 @@ static PyObject *py_fma_peak(PyObject *self, PyObject *args, PyObject *kwds) {
         return NULL;
     }
     if (!(seconds > 0.0 && seconds <= 600.0)) {
-        PyErr_Format(PyExc_ValueError, "fma_peak: seconds must be in (0, 600], got %g", seconds);
+        char g[32];  // PyErr_Format has no %g
+        snprintf(g, sizeof g, "%g", seconds);
+        PyErr_Format(PyExc_ValueError, "fma_peak: seconds must be in (0, 600], got %s", g);
         return NULL;
     }
     Py_BEGIN_ALLOW_THREADS
