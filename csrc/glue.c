@@ -4,6 +4,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "checks.h"
+
 PyObject *tn_error(int status, const char *op) {
     switch (status) {
     case TN_ENOMEM: PyErr_Format(PyExc_MemoryError, "%s: out of memory", op); break;
@@ -39,14 +41,26 @@ const char *tn_describe(PyObject *obj, char *buf, size_t n) {
 
 int tn_check_dims(PyArrayObject *a, const char *op, const char *name, int ndim,
                   const npy_intp *dims, const char *expect) {
-    int ok = PyArray_NDIM(a) == ndim;
-    for (int i = 0; ok && dims && i < ndim; i++)
-        if (dims[i] >= 0 && PyArray_DIM(a, i) != dims[i]) ok = 0;
-    if (ok) return 0;
+    return tn_check_shape((PyObject *)a, op, name, ndim, dims, expect);
+}
+
+// The layout every strict input needs once its type is right: C-contiguous,
+// aligned, no zero-size dim (the kernels assume all three).
+static int check_layout(PyArrayObject *a, const char *op, const char *name) {
     char got[160];
-    PyErr_Format(PyExc_ValueError, "%s: %s must be %s, got %s", op, name, expect,
-                 tn_describe((PyObject *)a, got, sizeof got));
-    return -1;
+    if (!PyArray_IS_C_CONTIGUOUS(a) || !PyArray_ISALIGNED(a)) {
+        PyErr_Format(PyExc_ValueError,
+                     "%s: %s must be C-contiguous and aligned (use np.ascontiguousarray), got %s",
+                     op, name, tn_describe((PyObject *)a, got, sizeof got));
+        return -1;
+    }
+    for (int i = 0; i < PyArray_NDIM(a); i++)
+        if (PyArray_DIM(a, i) == 0) {
+            PyErr_Format(PyExc_ValueError, "%s: %s has a zero-size dimension: %s", op, name,
+                         tn_describe((PyObject *)a, got, sizeof got));
+            return -1;
+        }
+    return 0;
 }
 
 PyArrayObject *tn_f32(PyObject *obj, const char *op, const char *name, int ndim,
@@ -68,18 +82,42 @@ PyArrayObject *tn_f32(PyObject *obj, const char *op, const char *name, int ndim,
                      tn_describe(obj, got, sizeof got));
         return NULL;
     }
-    if (!PyArray_IS_C_CONTIGUOUS(a) || !PyArray_ISALIGNED(a)) {
-        PyErr_Format(PyExc_ValueError,
-                     "%s: %s must be C-contiguous and aligned (use np.ascontiguousarray), got %s",
-                     op, name, tn_describe(obj, got, sizeof got));
+    if (check_layout(a, op, name) < 0) return NULL;
+    Py_INCREF(a);
+    return a;
+}
+
+PyArrayObject *tn_f32_min_ndim(PyObject *obj, const char *op, const char *name, int min_ndim,
+                               const char *expect) {
+    PyArrayObject *a = tn_f32(obj, op, name, -1, expect);
+    if (a && tn_check_min_ndim((PyObject *)a, op, name, min_ndim, expect) < 0) Py_CLEAR(a);
+    return a;
+}
+
+PyArrayObject *tn_f32_expect(PyObject *obj, const char *op, const char *name,
+                             const tn_expect *e) {
+    PyArrayObject *a = tn_f32(obj, op, name, e->ndim, e->text);
+    if (a && tn_check_expect((PyObject *)a, op, name, e) < 0) Py_CLEAR(a);
+    return a;
+}
+
+PyArrayObject *tn_index(PyObject *obj, int type, const char *op, const char *name, int ndim,
+                        const char *expect) {
+    char got[160];
+    const char *tname = type == NPY_INT64 ? "int64" : "int32";
+    if (!PyArray_Check(obj) || PyArray_TYPE((PyArrayObject *)obj) != type ||
+        PyArray_ISBYTESWAPPED((PyArrayObject *)obj)) {
+        PyErr_Format(PyExc_TypeError, "%s: %s must be %s %s, got %s", op, name, expect, tname,
+                     tn_describe(obj, got, sizeof got));
         return NULL;
     }
-    for (int i = 0; i < PyArray_NDIM(a); i++)
-        if (PyArray_DIM(a, i) == 0) {
-            PyErr_Format(PyExc_ValueError, "%s: %s has a zero-size dimension: %s", op, name,
-                         tn_describe(obj, got, sizeof got));
-            return NULL;
-        }
+    PyArrayObject *a = (PyArrayObject *)obj;
+    if (PyArray_NDIM(a) != ndim) {
+        PyErr_Format(PyExc_ValueError, "%s: %s must be %s %s, got %s", op, name, expect, tname,
+                     tn_describe(obj, got, sizeof got));
+        return NULL;
+    }
+    if (check_layout(a, op, name) < 0) return NULL;
     Py_INCREF(a);
     return a;
 }

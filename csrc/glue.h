@@ -52,8 +52,32 @@ PyArrayObject *tn_as(PyObject *obj, int type, const char *op, const char *name);
 
 // Check dims against `dims` (entries < 0 match anything); on mismatch raise
 // ValueError "<op>: <name> must be <expect>, got <shape>". Returns 0 or -1.
+// (tn_check_shape in checks.h, for a numpy array.)
 int tn_check_dims(PyArrayObject *a, const char *op, const char *name, int ndim,
                   const npy_intp *dims, const char *expect);
+
+// What an array argument must be: `ndim` dims equal to `dims` (an entry < 0
+// matches any size), named in messages by `text`, e.g. "(N, C, P, Q) =
+// (1, 1, 2, 2)". The op contracts (checks.h) fill one for each argument
+// whose shape follows from the others; each glue has one converter that
+// takes it (tn_f32_expect here, arg_expect in the device glue).
+typedef struct {
+    int ndim;
+    npy_intp dims[NPY_MAXDIMS];
+    char text[224];
+} tn_expect;
+
+// More engine-op inputs, all as strict as tn_f32 (new references, or NULL
+// with the exception set):
+//   tn_f32_min_ndim  any ndim >= min_ndim ("(N, C, *)")
+//   tn_f32_expect    exactly e's shape
+//   tn_index         an integer array of exactly `type` (ids int64, argmax int32)
+PyArrayObject *tn_f32_min_ndim(PyObject *obj, const char *op, const char *name, int min_ndim,
+                               const char *expect);
+PyArrayObject *tn_f32_expect(PyObject *obj, const char *op, const char *name,
+                             const tn_expect *e);
+PyArrayObject *tn_index(PyObject *obj, int type, const char *op, const char *name, int ndim,
+                        const char *expect);
 
 // New zero-filled float32 array, or NULL with MemoryError set.
 PyArrayObject *tn_zeros_f32(int ndim, const npy_intp *dims);
@@ -61,5 +85,17 @@ PyArrayObject *tn_zeros_f32(int ndim, const npy_intp *dims);
 PyArrayObject *tn_empty(int ndim, const npy_intp *dims, int type);
 
 #define TN_F32(a) ((float *)PyArray_DATA(a))
+
+// Run a kernel call without the GIL; on a bad status raise and jump to exit.
+#define RUN_KERNEL(op, call)                      \
+    do {                                          \
+        int st_;                                  \
+        Py_BEGIN_ALLOW_THREADS st_ = (call);      \
+        Py_END_ALLOW_THREADS                      \
+        if (st_ != TN_OK) {                       \
+            tn_error(st_, op);                    \
+            goto exit;                            \
+        }                                         \
+    } while (0)
 
 #endif

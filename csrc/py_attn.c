@@ -3,32 +3,29 @@
 // kernels. See docs/engine-api.md.
 #include "glue.h"
 
-#include <limits.h>
-#include <math.h>
 #include <stdio.h>
 
+#include "checks.h"
 #include "cpu/attn.h"
 
-// "(2, 4, 8)" into buf.
-static const char *dims_str(char *buf, size_t n, int nd, const npy_intp *dims) {
-    size_t k = snprintf(buf, n, "(");
-    for (int i = 0; i < nd && k < n; i++)
-        k += snprintf(buf + k, n - k, i ? ", %ld" : "%ld", (long)dims[i]);
-    if (nd == 1 && k < n) k += snprintf(buf + k, n - k, ",");
-    if (k < n) snprintf(buf + k, n - k, ")");
-    return buf;
-}
-
-// tn_f32, then the exact dims `want`, named in messages as "<sym> = (2, 4, 8)",
+// tn_f32 with exactly the dims `want`, named in messages as "<sym> = (2, 4, 8)",
 // e.g. "k must be (N, L, C) = q.shape = (2, 4, 8) float32, got ...".
-// Returns a new reference or NULL with an exception set.
 static PyArrayObject *f32_like(PyObject *obj, const char *op, const char *name, int nd,
                                const npy_intp *want, const char *sym) {
-    char shape[96], expect[160];
-    snprintf(expect, sizeof expect, "%s = %s", sym, dims_str(shape, sizeof shape, nd, want));
-    PyArrayObject *a = tn_f32(obj, op, name, nd, expect);
-    if (a && tn_check_dims(a, op, name, nd, want, expect) < 0) Py_CLEAR(a);
-    return a;
+    tn_expect e;
+    tn_expect_dims(&e, sym, nd, want, 0);
+    return tn_f32_expect(obj, op, name, &e);
+}
+
+// q (N, L, C) and k, v of q's shape, the inputs both attention ops take.
+// New references in *q, *k, *v, which the caller releases (also on error).
+static int qkv_inputs(PyObject *qo, PyObject *ko, PyObject *vo, const char *op,
+                      PyArrayObject **q, PyArrayObject **k, PyArrayObject **v) {
+    if (!(*q = tn_f32(qo, op, "q", 3, "(N, L, C)"))) return -1;
+    const npy_intp *qd = PyArray_DIMS(*q);
+    if (!(*k = f32_like(ko, op, "k", 3, qd, "(N, L, C) = q.shape"))) return -1;
+    if (!(*v = f32_like(vo, op, "v", 3, qd, "(N, L, C) = q.shape"))) return -1;
+    return 0;
 }
 
 static int check_writeable(PyArrayObject *a, const char *op, const char *name) {
@@ -36,36 +33,6 @@ static int check_writeable(PyArrayObject *a, const char *op, const char *name) {
     PyErr_Format(PyExc_ValueError, "%s: %s is updated in place and must be writeable, got a "
                  "read-only array", op, name);
     return -1;
-}
-
-// Byte ranges of two contiguous arrays intersect.
-static int overlaps(PyArrayObject *a, PyArrayObject *b) {
-    const char *a0 = PyArray_BYTES(a), *b0 = PyArray_BYTES(b);
-    return a0 < b0 + PyArray_NBYTES(b) && b0 < a0 + PyArray_NBYTES(a);
-}
-
-// q's (N, L, C) and num_heads: the checks both attention ops share.
-static int check_heads(const char *op, PyArrayObject *q, int num_heads) {
-    if (num_heads < 1) {
-        PyErr_Format(PyExc_ValueError, "%s: num_heads must be >= 1, got %d", op, num_heads);
-        return -1;
-    }
-    npy_intp N = PyArray_DIM(q, 0), L = PyArray_DIM(q, 1), C = PyArray_DIM(q, 2);
-    if (C % num_heads != 0) {
-        PyErr_Format(PyExc_ValueError,
-                     "%s: C = %ld (q's last dim) must be divisible by num_heads = %d", op,
-                     (long)C, num_heads);
-        return -1;
-    }
-    // BLAS takes int sizes; probs holds N * heads * L * L floats.
-    double probs_bytes = (double)N * num_heads * (double)L * (double)L * sizeof(float);
-    if (N > INT_MAX || L > INT_MAX || C > INT_MAX || probs_bytes > (double)NPY_MAX_INTP) {
-        PyErr_Format(PyExc_ValueError,
-                     "%s: q of shape (%ld, %ld, %ld) with %d heads is too large (probs would "
-                     "be (N, heads, L, L))", op, (long)N, (long)L, (long)C, num_heads);
-        return -1;
-    }
-    return 0;
 }
 
 PyDoc_STRVAR(attention_forward_doc,
@@ -85,24 +52,15 @@ static PyObject *py_attention_forward(PyObject *self, PyObject *args, PyObject *
     if (!PyArg_ParseTupleAndKeywords(args, kw, "OOOi:attention_forward", kwlist, &q_obj,
                                      &k_obj, &v_obj, &num_heads))
         return NULL;
-    if (!(q = tn_f32(q_obj, op, "q", 3, "(N, L, C)"))) goto exit;
+    if (qkv_inputs(q_obj, k_obj, v_obj, op, &q, &k, &v) < 0) goto exit;
     const npy_intp *qd = PyArray_DIMS(q);
-    if (!(k = f32_like(k_obj, op, "k", 3, qd, "(N, L, C) = q.shape"))) goto exit;
-    if (!(v = f32_like(v_obj, op, "v", 3, qd, "(N, L, C) = q.shape"))) goto exit;
-    if (check_heads(op, q, num_heads) < 0) goto exit;
+    if (tn_check_heads(op, (PyObject *)q, num_heads, TN_ON_CPU) < 0) goto exit;
     int N = (int)qd[0], L = (int)qd[1], C = (int)qd[2];
     npy_intp pd[4] = {N, num_heads, L, L};
     if (!(out = tn_empty(3, qd, NPY_FLOAT32))) goto exit;
     if (!(probs = tn_empty(4, pd, NPY_FLOAT32))) goto exit;
-    int status;
-    Py_BEGIN_ALLOW_THREADS
-    status = attention_forward(TN_F32(out), TN_F32(probs), TN_F32(q), TN_F32(k), TN_F32(v), N,
-                               L, C, num_heads);
-    Py_END_ALLOW_THREADS
-    if (status != TN_OK) {
-        tn_error(status, op);
-        goto exit;
-    }
+    RUN_KERNEL(op, attention_forward(TN_F32(out), TN_F32(probs), TN_F32(q), TN_F32(k),
+                                     TN_F32(v), N, L, C, num_heads));
     ret = Py_BuildValue("(OO)", out, probs);
 exit:
     Py_XDECREF(q); Py_XDECREF(k); Py_XDECREF(v);
@@ -126,26 +84,18 @@ static PyObject *py_attention_backward(PyObject *self, PyObject *args, PyObject 
     if (!PyArg_ParseTupleAndKeywords(args, kw, "OOOOOi:attention_backward", kwlist, &dout_obj,
                                      &q_obj, &k_obj, &v_obj, &p_obj, &num_heads))
         return NULL;
-    if (!(q = tn_f32(q_obj, op, "q", 3, "(N, L, C)"))) goto exit;
+    if (qkv_inputs(q_obj, k_obj, v_obj, op, &q, &k, &v) < 0) goto exit;
     const npy_intp *qd = PyArray_DIMS(q);
-    if (!(k = f32_like(k_obj, op, "k", 3, qd, "(N, L, C) = q.shape"))) goto exit;
-    if (!(v = f32_like(v_obj, op, "v", 3, qd, "(N, L, C) = q.shape"))) goto exit;
     if (!(dout = f32_like(dout_obj, op, "dout", 3, qd, "(N, L, C) = q.shape"))) goto exit;
-    if (check_heads(op, q, num_heads) < 0) goto exit;
+    if (tn_check_heads(op, (PyObject *)q, num_heads, TN_ON_CPU) < 0) goto exit;
     int N = (int)qd[0], L = (int)qd[1], C = (int)qd[2];
     npy_intp pd[4] = {N, num_heads, L, L};
     if (!(probs = f32_like(p_obj, op, "probs", 4, pd, "(N, num_heads, L, L)"))) goto exit;
     if (!(dq = tn_zeros_f32(3, qd)) || !(dk = tn_zeros_f32(3, qd)) || !(dv = tn_zeros_f32(3, qd)))
         goto exit;
-    int status;
-    Py_BEGIN_ALLOW_THREADS
-    status = attention_backward(TN_F32(dq), TN_F32(dk), TN_F32(dv), TN_F32(dout), TN_F32(q),
-                                TN_F32(k), TN_F32(v), TN_F32(probs), N, L, C, num_heads);
-    Py_END_ALLOW_THREADS
-    if (status != TN_OK) {
-        tn_error(status, op);
-        goto exit;
-    }
+    RUN_KERNEL(op, attention_backward(TN_F32(dq), TN_F32(dk), TN_F32(dv), TN_F32(dout),
+                                      TN_F32(q), TN_F32(k), TN_F32(v), TN_F32(probs), N, L, C,
+                                      num_heads));
     ret = Py_BuildValue("(OOO)", dq, dk, dv);
 exit:
     Py_XDECREF(dout); Py_XDECREF(q); Py_XDECREF(k); Py_XDECREF(v); Py_XDECREF(probs);
@@ -180,38 +130,10 @@ static PyObject *py_adamw_step(PyObject *self, PyObject *args, PyObject *kw) {
     if (check_writeable(p, op, "p") < 0 || check_writeable(m, op, "m") < 0 ||
         check_writeable(v, op, "v") < 0)
         goto exit;
-    PyArrayObject *arr[4] = {p, g, m, v};
-    const char *names[4] = {"p", "g", "m", "v"};
-    for (int i = 0; i < 4; i++)
-        for (int j = i + 1; j < 4; j++)
-            if (overlaps(arr[i], arr[j])) {
-                PyErr_Format(PyExc_ValueError, "%s: %s and %s must not share memory", op,
-                             names[i], names[j]);
-                goto exit;
-            }
-    if (!(lr >= 0.0) || !isfinite(lr)) {
-        PyErr_Format(PyExc_ValueError, "%s: lr must be finite and >= 0, got %g", op, lr);
-        goto exit;
-    }
-    if (!(beta1 >= 0.0 && beta1 < 1.0) || !(beta2 >= 0.0 && beta2 < 1.0)) {
-        PyErr_Format(PyExc_ValueError, "%s: betas must be in [0, 1), got (%g, %g)", op, beta1,
-                     beta2);
-        goto exit;
-    }
-    if (!(eps >= 0.0) || !isfinite(eps)) {
-        PyErr_Format(PyExc_ValueError, "%s: eps must be finite and >= 0, got %g", op, eps);
-        goto exit;
-    }
-    if (!(wd >= 0.0) || !isfinite(wd)) {
-        PyErr_Format(PyExc_ValueError, "%s: weight_decay must be finite and >= 0, got %g", op,
-                     wd);
-        goto exit;
-    }
-    if (step < 1) {
-        PyErr_Format(PyExc_ValueError, "%s: step must be >= 1 (it counts from 1), got %lld", op,
-                     step);
-        goto exit;
-    }
+    PyObject *const arrs[4] = {(PyObject *)p, (PyObject *)g, (PyObject *)m, (PyObject *)v};
+    const char *const names[4] = {"p", "g", "m", "v"};
+    if (tn_check_disjoint(op, 4, arrs, names) < 0) goto exit;
+    if (tn_check_adamw(op, lr, beta1, beta2, eps, wd, step) < 0) goto exit;
     size_t n = (size_t)PyArray_SIZE(p);
     Py_BEGIN_ALLOW_THREADS
     adamw_step(TN_F32(p), TN_F32(m), TN_F32(v), TN_F32(g), n, lr, beta1, beta2, eps, wd, step);
@@ -229,22 +151,13 @@ exit:
 static int collect_arrays(PyObject *seq_obj, const char *op, const char *what, int inplace,
                           PyArrayObject ***out, float ***ptrs, size_t **ns, int *count) {
     *out = NULL; *ptrs = NULL; *ns = NULL; *count = 0;
-    if (!PyList_Check(seq_obj) && !PyTuple_Check(seq_obj)) {
-        PyErr_Format(PyExc_TypeError, "%s: %s must be a list or tuple of float32 arrays, got %s",
-                     op, what, Py_TYPE(seq_obj)->tp_name);
-        return -1;
-    }
-    PyObject *seq = PySequence_Fast(seq_obj, what);
+    PyObject *seq = tn_arg_list(seq_obj, op, what, "float32 arrays");
     if (!seq) return -1;
     int rc = -1;
     Py_ssize_t len = PySequence_Fast_GET_SIZE(seq), done = 0;
     PyArrayObject **arrs = NULL;
     float **ps = NULL;
     size_t *sz = NULL;
-    if (len > INT_MAX) {
-        PyErr_Format(PyExc_ValueError, "%s: too many arrays (%zd)", op, len);
-        goto exit;
-    }
     arrs = PyMem_Calloc(len ? len : 1, sizeof *arrs);
     ps = PyMem_Calloc(len ? len : 1, sizeof *ps);
     sz = PyMem_Calloc(len ? len : 1, sizeof *sz);

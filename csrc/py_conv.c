@@ -3,114 +3,35 @@
 // the kernels of csrc/cpu/conv2d.c and csrc/cpu/linear.c.
 #include "glue.h"
 
-#include <limits.h>
+#include <stdio.h>
 
+#include "checks.h"
 #include "cpu/conv2d.h"
-
-// The sizes of one convolution, checked: every count the kernels form in
-// int (GEMM dimensions and leading dimensions, tile indices) fits in int.
-typedef struct {
-    int N, C, H, W, K, R, S, P, Q, stride, pad;
-} conv_sizes;
-
-static int too_big(long long v) { return v > INT_MAX; }
-
-// Checks x (N, C, H, W), w (K, C, R, S), stride and padding; fills *z.
-static int check_conv(const char *op, PyArrayObject *x, PyArrayObject *w, int stride,
-                      int padding, conv_sizes *z) {
-    char expect[96];
-    snprintf(expect, sizeof expect, "(K, C, R, S) float32 with C == %ld",
-             (long)PyArray_DIM(x, 1));
-    npy_intp wdims[4] = {-1, PyArray_DIM(x, 1), -1, -1};
-    if (tn_check_dims(w, op, "w", 4, wdims, expect) < 0) return -1;
-    if (stride < 1) {
-        PyErr_Format(PyExc_ValueError, "%s: stride must be >= 1, got %d", op, stride);
-        return -1;
-    }
-    if (padding < 0) {
-        PyErr_Format(PyExc_ValueError, "%s: padding must be >= 0, got %d", op, padding);
-        return -1;
-    }
-    long long N = PyArray_DIM(x, 0), C = PyArray_DIM(x, 1), H = PyArray_DIM(x, 2),
-              W = PyArray_DIM(x, 3), K = PyArray_DIM(w, 0), R = PyArray_DIM(w, 2),
-              S = PyArray_DIM(w, 3);
-    long long Hp = H + 2LL * padding, Wp = W + 2LL * padding;
-    if (R > Hp || S > Wp) {
-        PyErr_Format(PyExc_ValueError,
-                     "%s: kernel (R, S) = (%lld, %lld) is larger than the padded input "
-                     "(H + 2*padding, W + 2*padding) = (%lld, %lld)",
-                     op, R, S, Hp, Wp);
-        return -1;
-    }
-    long long P = (Hp - R) / stride + 1, Q = (Wp - S) / stride + 1;
-    // Left to right, each product only once its factors are known < 2**31,
-    // so none of them can overflow long long.
-    if (too_big(N) || too_big(C) || too_big(K) || too_big(Hp) || too_big(Wp) ||
-        too_big(H * W) || too_big(C * R) || too_big(C * R * S) || too_big(P * Q) ||
-        too_big(N * P * Q)) {
-        PyErr_Format(PyExc_ValueError,
-                     "%s: sizes too large for the CPU kernels (x (%lld, %lld, %lld, %lld), "
-                     "w (%lld, %lld, %lld, %lld), padding %d: each of N*P*Q, C*R*S, H*W and "
-                     "H + 2*padding must be < 2**31)",
-                     op, N, C, H, W, K, C, R, S, padding);
-        return -1;
-    }
-    *z = (conv_sizes){(int)N, (int)C, (int)H, (int)W, (int)K, (int)R, (int)S,
-                      (int)P, (int)Q, stride, padding};
-    return 0;
-}
-
-// b: None or a (K,) float32 array (`dim` names K in messages); *out stays
-// NULL for None.
-static int check_bias(const char *op, PyObject *obj, npy_intp K, const char *dim,
-                      PyArrayObject **out) {
-    *out = NULL;
-    if (obj == Py_None) return 0;
-    char expect[64];
-    snprintf(expect, sizeof expect, "(%s,)", dim);
-    PyArrayObject *b = tn_f32(obj, op, "b", 1, expect);
-    if (!b) return -1;
-    snprintf(expect, sizeof expect, "(%s,) float32 with %s == %ld (or None)", dim, dim, (long)K);
-    npy_intp dims[1] = {K};
-    if (tn_check_dims(b, op, "b", 1, dims, expect) < 0) {
-        Py_DECREF(b);
-        return -1;
-    }
-    *out = b;
-    return 0;
-}
 
 static PyObject *py_conv2d_forward(PyObject *self, PyObject *args, PyObject *kwds) {
     static const char *op = "conv2d_forward";
     static char *kwlist[] = {"x", "w", "b", "stride", "padding", NULL};
     PyObject *xo, *wo, *bo, *ret = NULL;
     PyArrayObject *x = NULL, *w = NULL, *b = NULL, *y = NULL;
-    int stride, padding, status;
-    conv_sizes z;
+    int stride, padding;
+    tn_conv2d z;
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOii:conv2d_forward", kwlist, &xo, &wo,
                                      &bo, &stride, &padding))
         return NULL;
     if (!(x = tn_f32(xo, op, "x", 4, "(N, C, H, W)"))) goto exit;
     if (!(w = tn_f32(wo, op, "w", 4, "(K, C, R, S)"))) goto exit;
-    if (check_conv(op, x, w, stride, padding, &z) < 0) goto exit;
-    if (check_bias(op, bo, z.K, "K", &b) < 0) goto exit;
+    if (tn_check_conv2d(op, (PyObject *)x, (PyObject *)w, stride, padding, TN_ON_CPU, &z) < 0)
+        goto exit;
+    if (bo != Py_None && !(b = tn_f32(bo, op, "b", 1, "(K,)"))) goto exit;
+    if (tn_check_bias(op, (PyObject *)b, z.K, "K") < 0) goto exit;
     npy_intp ydims[4] = {z.N, z.K, z.P, z.Q};
     if (!(y = tn_empty(4, ydims, NPY_FLOAT32))) goto exit;
-    Py_BEGIN_ALLOW_THREADS
-    status = conv2d_forward(TN_F32(y), TN_F32(x), TN_F32(w), b ? TN_F32(b) : NULL, z.N, z.C,
-                            z.H, z.W, z.K, z.R, z.S, z.stride, z.pad);
-    Py_END_ALLOW_THREADS
-    if (status != TN_OK) {
-        tn_error(status, op);
-        goto exit;
-    }
+    RUN_KERNEL(op, conv2d_forward(TN_F32(y), TN_F32(x), TN_F32(w), b ? TN_F32(b) : NULL, z.N,
+                                  z.C, z.H, z.W, z.K, z.R, z.S, z.stride, z.pad));
     ret = (PyObject *)y;
     y = NULL;
 exit:
-    Py_XDECREF(x);
-    Py_XDECREF(w);
-    Py_XDECREF(b);
-    Py_XDECREF(y);
+    Py_XDECREF(x); Py_XDECREF(w); Py_XDECREF(b); Py_XDECREF(y);
     return ret;
 }
 
@@ -119,61 +40,34 @@ static PyObject *py_conv2d_backward(PyObject *self, PyObject *args, PyObject *kw
     static char *kwlist[] = {"dy", "x", "w", "stride", "padding", "need_dx", "need_bias", NULL};
     PyObject *dyo, *xo, *wo, *ret = NULL;
     PyArrayObject *dy = NULL, *x = NULL, *w = NULL, *dx = NULL, *dw = NULL, *db = NULL;
-    int stride, padding, need_dx = 1, need_bias = 1, status = TN_OK;
-    conv_sizes z;
+    int stride, padding, need_dx = 1, need_bias = 1;
+    tn_conv2d z;
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOii|pp:conv2d_backward", kwlist, &dyo, &xo,
                                      &wo, &stride, &padding, &need_dx, &need_bias))
         return NULL;
     if (!(dy = tn_f32(dyo, op, "dy", 4, "(N, K, P, Q)"))) goto exit;
     if (!(x = tn_f32(xo, op, "x", 4, "(N, C, H, W)"))) goto exit;
     if (!(w = tn_f32(wo, op, "w", 4, "(K, C, R, S)"))) goto exit;
-    if (check_conv(op, x, w, stride, padding, &z) < 0) goto exit;
-    char expect[128];
-    snprintf(expect, sizeof expect, "(N, K, P, Q) float32 == (%d, %d, %d, %d) (the output shape)",
-             z.N, z.K, z.P, z.Q);
+    if (tn_check_conv2d(op, (PyObject *)x, (PyObject *)w, stride, padding, TN_ON_CPU, &z) < 0)
+        goto exit;
     npy_intp ydims[4] = {z.N, z.K, z.P, z.Q};
-    if (tn_check_dims(dy, op, "dy", 4, ydims, expect) < 0) goto exit;
+    if (tn_check_grad_out(op, (PyObject *)dy, 4, ydims, "(N, K, P, Q)") < 0) goto exit;
     if (need_dx && !(dx = tn_zeros_f32(PyArray_NDIM(x), PyArray_DIMS(x)))) goto exit;
     if (!(dw = tn_zeros_f32(PyArray_NDIM(w), PyArray_DIMS(w)))) goto exit;
     npy_intp bdims[1] = {z.K};
     if (need_bias && !(db = tn_zeros_f32(1, bdims))) goto exit;
-    Py_BEGIN_ALLOW_THREADS
     if (dx)
-        status = conv2d_backward_input(TN_F32(dx), TN_F32(dy), TN_F32(w), z.N, z.C, z.H, z.W,
-                                       z.K, z.R, z.S, z.stride, z.pad);
-    if (status == TN_OK)
-        status = conv2d_backward_weight(TN_F32(dw), db ? TN_F32(db) : NULL, TN_F32(dy),
-                                        TN_F32(x), z.N, z.C, z.H, z.W, z.K, z.R, z.S,
-                                        z.stride, z.pad);
-    Py_END_ALLOW_THREADS
-    if (status != TN_OK) {
-        tn_error(status, op);
-        goto exit;
-    }
+        RUN_KERNEL(op, conv2d_backward_input(TN_F32(dx), TN_F32(dy), TN_F32(w), z.N, z.C, z.H,
+                                             z.W, z.K, z.R, z.S, z.stride, z.pad));
+    RUN_KERNEL(op, conv2d_backward_weight(TN_F32(dw), db ? TN_F32(db) : NULL, TN_F32(dy),
+                                          TN_F32(x), z.N, z.C, z.H, z.W, z.K, z.R, z.S,
+                                          z.stride, z.pad));
     ret = PyTuple_Pack(3, dx ? (PyObject *)dx : Py_None, (PyObject *)dw,
                        db ? (PyObject *)db : Py_None);
 exit:
-    Py_XDECREF(dy);
-    Py_XDECREF(x);
-    Py_XDECREF(w);
-    Py_XDECREF(dx);
-    Py_XDECREF(dw);
-    Py_XDECREF(db);
+    Py_XDECREF(dy); Py_XDECREF(x); Py_XDECREF(w);
+    Py_XDECREF(dx); Py_XDECREF(dw); Py_XDECREF(db);
     return ret;
-}
-
-// x (N, I) and w (O, I) with matching I, sizes in int.
-static int check_linear(const char *op, PyArrayObject *x, PyArrayObject *w) {
-    char expect[64];
-    snprintf(expect, sizeof expect, "(O, I) float32 with I == %ld", (long)PyArray_DIM(x, 1));
-    npy_intp wdims[2] = {-1, PyArray_DIM(x, 1)};
-    if (tn_check_dims(w, op, "w", 2, wdims, expect) < 0) return -1;
-    if (too_big(PyArray_DIM(x, 0)) || too_big(PyArray_DIM(x, 1)) || too_big(PyArray_DIM(w, 0))) {
-        PyErr_Format(PyExc_ValueError, "%s: sizes too large (each of N, I, O must be < 2**31)",
-                     op);
-        return -1;
-    }
-    return 0;
 }
 
 static PyObject *py_linear_forward(PyObject *self, PyObject *args, PyObject *kwds) {
@@ -181,32 +75,23 @@ static PyObject *py_linear_forward(PyObject *self, PyObject *args, PyObject *kwd
     static char *kwlist[] = {"x", "w", "b", NULL};
     PyObject *xo, *wo, *bo, *ret = NULL;
     PyArrayObject *x = NULL, *w = NULL, *b = NULL, *y = NULL;
-    int status;
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOO:linear_forward", kwlist, &xo, &wo, &bo))
         return NULL;
     if (!(x = tn_f32(xo, op, "x", 2, "(N, I)"))) goto exit;
     if (!(w = tn_f32(wo, op, "w", 2, "(O, I)"))) goto exit;
-    if (check_linear(op, x, w) < 0) goto exit;
+    if (tn_check_linear(op, (PyObject *)x, (PyObject *)w) < 0) goto exit;
     int N = (int)PyArray_DIM(x, 0), in_dim = (int)PyArray_DIM(x, 1);
     int out_dim = (int)PyArray_DIM(w, 0);
-    if (check_bias(op, bo, out_dim, "O", &b) < 0) goto exit;
+    if (bo != Py_None && !(b = tn_f32(bo, op, "b", 1, "(O,)"))) goto exit;
+    if (tn_check_bias(op, (PyObject *)b, out_dim, "O") < 0) goto exit;
     npy_intp ydims[2] = {N, out_dim};
     if (!(y = tn_empty(2, ydims, NPY_FLOAT32))) goto exit;
-    Py_BEGIN_ALLOW_THREADS
-    status = linear_forward(TN_F32(y), TN_F32(x), TN_F32(w), b ? TN_F32(b) : NULL, N, in_dim,
-                            out_dim);
-    Py_END_ALLOW_THREADS
-    if (status != TN_OK) {
-        tn_error(status, op);
-        goto exit;
-    }
+    RUN_KERNEL(op, linear_forward(TN_F32(y), TN_F32(x), TN_F32(w), b ? TN_F32(b) : NULL, N,
+                                  in_dim, out_dim));
     ret = (PyObject *)y;
     y = NULL;
 exit:
-    Py_XDECREF(x);
-    Py_XDECREF(w);
-    Py_XDECREF(b);
-    Py_XDECREF(y);
+    Py_XDECREF(x); Py_XDECREF(w); Py_XDECREF(b); Py_XDECREF(y);
     return ret;
 }
 
@@ -215,40 +100,28 @@ static PyObject *py_linear_backward(PyObject *self, PyObject *args, PyObject *kw
     static char *kwlist[] = {"dy", "x", "w", "need_bias", NULL};
     PyObject *dyo, *xo, *wo, *ret = NULL;
     PyArrayObject *dy = NULL, *x = NULL, *w = NULL, *dx = NULL, *dw = NULL, *db = NULL;
-    int need_bias = 1, status;
+    int need_bias = 1;
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOO|p:linear_backward", kwlist, &dyo, &xo,
                                      &wo, &need_bias))
         return NULL;
     if (!(dy = tn_f32(dyo, op, "dy", 2, "(N, O)"))) goto exit;
     if (!(x = tn_f32(xo, op, "x", 2, "(N, I)"))) goto exit;
     if (!(w = tn_f32(wo, op, "w", 2, "(O, I)"))) goto exit;
-    if (check_linear(op, x, w) < 0) goto exit;
+    if (tn_check_linear(op, (PyObject *)x, (PyObject *)w) < 0) goto exit;
     int N = (int)PyArray_DIM(x, 0), in_dim = (int)PyArray_DIM(x, 1);
     int out_dim = (int)PyArray_DIM(w, 0);
-    char expect[96];
-    snprintf(expect, sizeof expect, "(N, O) float32 == (%d, %d) (the output shape)", N, out_dim);
     npy_intp ydims[2] = {N, out_dim};
-    if (tn_check_dims(dy, op, "dy", 2, ydims, expect) < 0) goto exit;
+    if (tn_check_grad_out(op, (PyObject *)dy, 2, ydims, "(N, O)") < 0) goto exit;
     if (!(dx = tn_zeros_f32(2, PyArray_DIMS(x)))) goto exit;
     if (!(dw = tn_zeros_f32(2, PyArray_DIMS(w)))) goto exit;
     npy_intp bdims[1] = {out_dim};
     if (need_bias && !(db = tn_zeros_f32(1, bdims))) goto exit;
-    Py_BEGIN_ALLOW_THREADS
-    status = linear_backward(TN_F32(dx), TN_F32(dw), db ? TN_F32(db) : NULL, TN_F32(dy),
-                             TN_F32(x), TN_F32(w), N, in_dim, out_dim);
-    Py_END_ALLOW_THREADS
-    if (status != TN_OK) {
-        tn_error(status, op);
-        goto exit;
-    }
+    RUN_KERNEL(op, linear_backward(TN_F32(dx), TN_F32(dw), db ? TN_F32(db) : NULL, TN_F32(dy),
+                                   TN_F32(x), TN_F32(w), N, in_dim, out_dim));
     ret = PyTuple_Pack(3, (PyObject *)dx, (PyObject *)dw, db ? (PyObject *)db : Py_None);
 exit:
-    Py_XDECREF(dy);
-    Py_XDECREF(x);
-    Py_XDECREF(w);
-    Py_XDECREF(dx);
-    Py_XDECREF(dw);
-    Py_XDECREF(db);
+    Py_XDECREF(dy); Py_XDECREF(x); Py_XDECREF(w);
+    Py_XDECREF(dx); Py_XDECREF(dw); Py_XDECREF(db);
     return ret;
 }
 
@@ -263,7 +136,9 @@ static PyObject *py_fma_peak(PyObject *self, PyObject *args, PyObject *kwds) {
         return NULL;
     }
     if (!(seconds > 0.0 && seconds <= 600.0)) {
-        PyErr_Format(PyExc_ValueError, "fma_peak: seconds must be in (0, 600], got %g", seconds);
+        char g[32];  // PyErr_Format has no %g
+        snprintf(g, sizeof g, "%g", seconds);
+        PyErr_Format(PyExc_ValueError, "fma_peak: seconds must be in (0, 600], got %s", g);
         return NULL;
     }
     Py_BEGIN_ALLOW_THREADS
@@ -279,19 +154,19 @@ static PyObject *py_conv2d_workspace_bytes(PyObject *self, PyObject *args) {
     PyArrayObject *x = NULL, *w = NULL;
     PyObject *ret = NULL;
     int stride, padding;
-    conv_sizes z;
+    tn_conv2d z;
     if (!PyArg_ParseTuple(args, "OOii:_conv2d_workspace_bytes", &xo, &wo, &stride, &padding))
         return NULL;
     if (!(x = tn_f32(xo, op, "x", 4, "(N, C, H, W)"))) goto exit;
     if (!(w = tn_f32(wo, op, "w", 4, "(K, C, R, S)"))) goto exit;
-    if (check_conv(op, x, w, stride, padding, &z) < 0) goto exit;
+    if (tn_check_conv2d(op, (PyObject *)x, (PyObject *)w, stride, padding, TN_ON_CPU, &z) < 0)
+        goto exit;
     size_t f[3];
     for (int k = 0; k < 3; k++)
         f[k] = conv2d_workspace_bytes(k, z.N, z.C, z.H, z.W, z.K, z.R, z.S, z.stride, z.pad);
     ret = Py_BuildValue("(nnn)", (Py_ssize_t)f[0], (Py_ssize_t)f[1], (Py_ssize_t)f[2]);
 exit:
-    Py_XDECREF(x);
-    Py_XDECREF(w);
+    Py_XDECREF(x); Py_XDECREF(w);
     return ret;
 }
 

@@ -5,177 +5,14 @@
 #include "glue.h"
 
 #include <limits.h>
-#include <math.h>
 #include <stdio.h>
 #include <string.h>
 
+#include "checks.h"
 #include "cpu/ops.h"
 
 #define KW (METH_VARARGS | METH_KEYWORDS)
 #define FN(f) ((PyCFunction)(void (*)(void))(f))
-
-// Run a kernel call without the GIL; on a bad status raise and jump to exit.
-#define RUN_KERNEL(op, call)                      \
-    do {                                          \
-        int st_;                                  \
-        Py_BEGIN_ALLOW_THREADS st_ = (call);      \
-        Py_END_ALLOW_THREADS                      \
-        if (st_ != TN_OK) {                       \
-            tn_error(st_, op);                    \
-            goto exit;                            \
-        }                                         \
-    } while (0)
-
-// ---------------------------------------------------------------------------
-// helpers
-
-// "(2, 3, 4)" into buf.
-static const char *fmt_dims(char *buf, size_t n, int ndim, const npy_intp *dims) {
-    size_t k = (size_t)snprintf(buf, n, "(");
-    for (int i = 0; i < ndim && k < n; i++)
-        k += (size_t)snprintf(buf + k, n - k, i ? ", %ld" : "%ld", (long)dims[i]);
-    if (ndim == 1 && k < n) k += (size_t)snprintf(buf + k, n - k, ",");
-    if (k < n) snprintf(buf + k, n - k, ")");
-    return buf;
-}
-
-// tn_f32 for an input of any ndim >= min_ndim.
-static PyArrayObject *f32_min_ndim(PyObject *obj, const char *op, const char *name,
-                                   int min_ndim, const char *expect) {
-    PyArrayObject *a = tn_f32(obj, op, name, -1, expect);
-    if (a && PyArray_NDIM(a) < min_ndim) {
-        char got[160];
-        PyErr_Format(PyExc_ValueError, "%s: %s must be %s float32, got %s", op, name, expect,
-                     tn_describe(obj, got, sizeof got));
-        Py_DECREF(a);
-        return NULL;
-    }
-    return a;
-}
-
-// Optional float32 input: None -> *out = NULL and success.
-static int f32_optional(PyObject *obj, const char *op, const char *name, int ndim,
-                        const char *expect, PyArrayObject **out) {
-    *out = NULL;
-    if (obj == Py_None) return 0;
-    *out = tn_f32(obj, op, name, ndim, expect);
-    return *out ? 0 : -1;
-}
-
-// Strict integer index array (ids int64, argmax int32): exactly `type`,
-// native byte order, C-contiguous, aligned, `ndim` dims, no zero-size dim.
-static PyArrayObject *index_array(PyObject *obj, int type, const char *op, const char *name,
-                                  int ndim, const char *expect) {
-    char got[160];
-    const char *tname = type == NPY_INT64 ? "int64" : "int32";
-    if (!PyArray_Check(obj) || PyArray_TYPE((PyArrayObject *)obj) != type ||
-        PyArray_ISBYTESWAPPED((PyArrayObject *)obj)) {
-        PyErr_Format(PyExc_TypeError, "%s: %s must be %s %s, got %s", op, name, expect, tname,
-                     tn_describe(obj, got, sizeof got));
-        return NULL;
-    }
-    PyArrayObject *a = (PyArrayObject *)obj;
-    if (PyArray_NDIM(a) != ndim) {
-        PyErr_Format(PyExc_ValueError, "%s: %s must be %s %s, got %s", op, name, expect, tname,
-                     tn_describe(obj, got, sizeof got));
-        return NULL;
-    }
-    if (!PyArray_IS_C_CONTIGUOUS(a) || !PyArray_ISALIGNED(a)) {
-        PyErr_Format(PyExc_ValueError,
-                     "%s: %s must be C-contiguous and aligned (use np.ascontiguousarray), got %s",
-                     op, name, tn_describe(obj, got, sizeof got));
-        return NULL;
-    }
-    if (PyArray_SIZE(a) == 0) {
-        PyErr_Format(PyExc_ValueError, "%s: %s has a zero-size dimension: %s", op, name,
-                     tn_describe(obj, got, sizeof got));
-        return NULL;
-    }
-    Py_INCREF(a);
-    return a;
-}
-
-// Every dim of a fits a C int (the kernels index planes with int sizes).
-static int dims_fit_int(PyArrayObject *a, const char *op, const char *name) {
-    for (int i = 0; i < PyArray_NDIM(a); i++)
-        if (PyArray_DIM(a, i) > INT_MAX) {
-            PyErr_Format(PyExc_ValueError, "%s: %s dim %d is too large (%ld > %d)", op, name,
-                         i, (long)PyArray_DIM(a, i), INT_MAX);
-            return -1;
-        }
-    return 0;
-}
-
-// A shape argument: a sequence of exactly `ndim` ints, each in [1, INT_MAX].
-static int parse_shape(PyObject *obj, const char *op, const char *name, int ndim,
-                       const char *expect, npy_intp *dims) {
-    if (PyUnicode_Check(obj) || PyBytes_Check(obj) || !PySequence_Check(obj)) {
-        PyErr_Format(PyExc_TypeError, "%s: %s must be a tuple of %d ints %s, got %s", op, name,
-                     ndim, expect, Py_TYPE(obj)->tp_name);
-        return -1;
-    }
-    PyObject *seq = PySequence_Fast(obj, "shape");
-    if (!seq) return -1;
-    int rc = -1;
-    if (PySequence_Fast_GET_SIZE(seq) != ndim) {
-        PyErr_Format(PyExc_ValueError, "%s: %s must have %d entries %s, got %zd", op, name,
-                     ndim, expect, PySequence_Fast_GET_SIZE(seq));
-        goto exit;
-    }
-    for (int i = 0; i < ndim; i++) {
-        PyObject *item = PySequence_Fast_GET_ITEM(seq, i);
-        PyObject *idx = PyNumber_Index(item);
-        if (!idx) {
-            PyErr_Format(PyExc_TypeError, "%s: %s[%d] must be an int, got %s", op, name, i,
-                         Py_TYPE(item)->tp_name);
-            goto exit;
-        }
-        Py_ssize_t v = PyLong_AsSsize_t(idx);
-        Py_DECREF(idx);
-        if (v == -1 && PyErr_Occurred()) goto exit;
-        if (v < 1 || v > INT_MAX) {
-            PyErr_Format(PyExc_ValueError, "%s: %s[%d] must be in [1, %d], got %zd", op, name,
-                         i, INT_MAX, v);
-            goto exit;
-        }
-        dims[i] = (npy_intp)v;
-    }
-    rc = 0;
-exit:
-    Py_DECREF(seq);
-    return rc;
-}
-
-static int same_shape(PyArrayObject *a, PyArrayObject *ref, const char *op, const char *name,
-                      const char *ref_name) {
-    char want[160], expect[200];
-    snprintf(expect, sizeof expect, "%s float32 (the shape of %s)",
-             fmt_dims(want, sizeof want, PyArray_NDIM(ref), PyArray_DIMS(ref)), ref_name);
-    return tn_check_dims(a, op, name, PyArray_NDIM(ref), PyArray_DIMS(ref), expect);
-}
-
-// Pool window arguments, as PyTorch checks them.
-static int check_window(const char *op, int k, int stride, int pad, int H, int W) {
-    if (k < 1 || stride < 1 || pad < 0) {
-        PyErr_Format(PyExc_ValueError,
-                     "%s: need kernel >= 1, stride >= 1, padding >= 0, got kernel=%d, "
-                     "stride=%d, padding=%d", op, k, stride, pad);
-        return -1;
-    }
-    if (pad > k / 2) {
-        PyErr_Format(PyExc_ValueError,
-                     "%s: padding must be at most half the kernel (padding <= %d), got %d", op,
-                     k / 2, pad);
-        return -1;
-    }
-    if ((int64_t)H + 2 * (int64_t)pad < k || (int64_t)W + 2 * (int64_t)pad < k) {
-        PyErr_Format(PyExc_ValueError,
-                     "%s: kernel %d is larger than the padded input (%d + 2*%d, %d + 2*%d)", op,
-                     k, H, pad, W, pad);
-        return -1;
-    }
-    return 0;
-}
 
 // ---------------------------------------------------------------------------
 // group norm
@@ -191,42 +28,20 @@ static PyObject *py_group_norm_forward(PyObject *self, PyObject *args, PyObject 
     if (!PyArg_ParseTupleAndKeywords(args, kw, "OiOOd:group_norm_forward", kwlist, &xo, &G,
                                      &wo, &bo, &eps))
         return NULL;
-    if (!(x = f32_min_ndim(xo, op, "x", 2, "(N, C, *)"))) goto exit;
-    if (dims_fit_int(x, op, "x") < 0) goto exit;
-    const int N = (int)PyArray_DIM(x, 0), C = (int)PyArray_DIM(x, 1);
-    const ptrdiff_t S = (ptrdiff_t)(PyArray_SIZE(x) / ((npy_intp)N * C));
-    if (G < 1 || C % G != 0) {
-        PyErr_Format(PyExc_ValueError,
-                     "%s: num_groups must be >= 1 and divide C = %d, got num_groups = %d", op,
-                     C, G);
-        goto exit;
-    }
-    if (!(eps >= 0.0) || !isfinite(eps)) {
-        PyErr_Format(PyExc_ValueError, "%s: eps must be finite and >= 0, got %g", op, eps);
-        goto exit;
-    }
-    char expect[64];
-    snprintf(expect, sizeof expect, "(C,) = (%d,) or None", C);
-    const npy_intp cdims[1] = {C};
-    if (f32_optional(wo, op, "w", 1, expect, &w) < 0) goto exit;
-    if (w && tn_check_dims(w, op, "w", 1, cdims, expect) < 0) goto exit;
-    if (f32_optional(bo, op, "b", 1, expect, &b) < 0) goto exit;
-    if (b && tn_check_dims(b, op, "b", 1, cdims, expect) < 0) goto exit;
-    if ((w == NULL) != (b == NULL)) {
-        // The backward returns dw and db only when w is given: a lone bias
-        // would silently get no gradient.
-        PyErr_Format(PyExc_ValueError,
-                     "%s: w and b must both be arrays (affine) or both None, got w %s, b %s",
-                     op, w ? "given" : "None", b ? "given" : "None");
-        goto exit;
-    }
-    const npy_intp sdims[2] = {N, G};
+    tn_group_norm g;
+    if (!(x = tn_f32_min_ndim(xo, op, "x", 2, "(N, C, *)"))) goto exit;
+    if (tn_check_fit_int((PyObject *)x, op, "x") < 0) goto exit;
+    if (tn_check_group_norm(op, (PyObject *)x, G, &g) < 0) goto exit;
+    if (tn_check_nonneg(op, "eps", eps) < 0) goto exit;
+    if (wo != Py_None && !(w = tn_f32_expect(wo, op, "w", &g.param))) goto exit;
+    if (bo != Py_None && !(b = tn_f32_expect(bo, op, "b", &g.param))) goto exit;
+    if (tn_check_affine(op, (PyObject *)w, (PyObject *)b) < 0) goto exit;
     if (!(y = tn_empty(PyArray_NDIM(x), PyArray_DIMS(x), NPY_FLOAT32))) goto exit;
-    if (!(mean = tn_empty(2, sdims, NPY_FLOAT32))) goto exit;
-    if (!(rstd = tn_empty(2, sdims, NPY_FLOAT32))) goto exit;
+    if (!(mean = tn_empty(2, g.stats.dims, NPY_FLOAT32))) goto exit;
+    if (!(rstd = tn_empty(2, g.stats.dims, NPY_FLOAT32))) goto exit;
     RUN_KERNEL(op, group_norm_forward(TN_F32(y), TN_F32(mean), TN_F32(rstd), TN_F32(x),
-                                      w ? TN_F32(w) : NULL, b ? TN_F32(b) : NULL, N, C, S, G,
-                                      (float)eps));
+                                      w ? TN_F32(w) : NULL, b ? TN_F32(b) : NULL, g.N, g.C, g.S,
+                                      G, (float)eps));
     ret = Py_BuildValue("(OOO)", y, mean, rstd);
 exit:
     Py_XDECREF(x); Py_XDECREF(w); Py_XDECREF(b);
@@ -245,38 +60,24 @@ static PyObject *py_group_norm_backward(PyObject *self, PyObject *args, PyObject
     if (!PyArg_ParseTupleAndKeywords(args, kw, "OOOOiO:group_norm_backward", kwlist, &dyo, &xo,
                                      &mo, &ro, &G, &wo))
         return NULL;
-    if (!(x = f32_min_ndim(xo, op, "x", 2, "(N, C, *)"))) goto exit;
-    if (dims_fit_int(x, op, "x") < 0) goto exit;
+    tn_group_norm g;
+    if (!(x = tn_f32_min_ndim(xo, op, "x", 2, "(N, C, *)"))) goto exit;
+    if (tn_check_fit_int((PyObject *)x, op, "x") < 0) goto exit;
     if (!(dy = tn_f32(dyo, op, "dy", PyArray_NDIM(x), "(the shape of x)"))) goto exit;
-    if (same_shape(dy, x, op, "dy", "x") < 0) goto exit;
-    const int N = (int)PyArray_DIM(x, 0), C = (int)PyArray_DIM(x, 1);
-    const ptrdiff_t S = (ptrdiff_t)(PyArray_SIZE(x) / ((npy_intp)N * C));
-    if (G < 1 || C % G != 0) {
-        PyErr_Format(PyExc_ValueError,
-                     "%s: num_groups must be >= 1 and divide C = %d, got num_groups = %d", op,
-                     C, G);
-        goto exit;
-    }
-    char expect[64];
-    const npy_intp sdims[2] = {N, G};
-    snprintf(expect, sizeof expect, "(N, G) = (%d, %d)", N, G);
-    if (!(mean = tn_f32(mo, op, "mean", 2, expect))) goto exit;
-    if (tn_check_dims(mean, op, "mean", 2, sdims, expect) < 0) goto exit;
-    if (!(rstd = tn_f32(ro, op, "rstd", 2, expect))) goto exit;
-    if (tn_check_dims(rstd, op, "rstd", 2, sdims, expect) < 0) goto exit;
-    snprintf(expect, sizeof expect, "(C,) = (%d,) or None", C);
-    const npy_intp cdims[1] = {C};
-    if (f32_optional(wo, op, "w", 1, expect, &w) < 0) goto exit;
-    if (w && tn_check_dims(w, op, "w", 1, cdims, expect) < 0) goto exit;
+    if (tn_check_same_shape((PyObject *)dy, (PyObject *)x, op, "dy", "x") < 0) goto exit;
+    if (tn_check_group_norm(op, (PyObject *)x, G, &g) < 0) goto exit;
+    if (!(mean = tn_f32_expect(mo, op, "mean", &g.stats))) goto exit;
+    if (!(rstd = tn_f32_expect(ro, op, "rstd", &g.stats))) goto exit;
+    if (wo != Py_None && !(w = tn_f32_expect(wo, op, "w", &g.param))) goto exit;
     if (!(dx = tn_empty(PyArray_NDIM(x), PyArray_DIMS(x), NPY_FLOAT32))) goto exit;
     if (w) {
-        if (!(dw = tn_zeros_f32(1, cdims))) goto exit;
-        if (!(db = tn_zeros_f32(1, cdims))) goto exit;
+        if (!(dw = tn_zeros_f32(1, g.param.dims))) goto exit;
+        if (!(db = tn_zeros_f32(1, g.param.dims))) goto exit;
     }
     RUN_KERNEL(op, group_norm_backward(TN_F32(dx), dw ? TN_F32(dw) : NULL,
                                        db ? TN_F32(db) : NULL, TN_F32(dy), TN_F32(x),
-                                       TN_F32(mean), TN_F32(rstd), w ? TN_F32(w) : NULL, N, C,
-                                       S, G));
+                                       TN_F32(mean), TN_F32(rstd), w ? TN_F32(w) : NULL, g.N,
+                                       g.C, g.S, G));
     ret = Py_BuildValue("(OOO)", dx, dw ? (PyObject *)dw : Py_None,
                         db ? (PyObject *)db : Py_None);
 exit:
@@ -326,7 +127,7 @@ static PyObject *unary_backward(PyObject *args, PyObject *kw, const char *op,
     char expect[64];
     snprintf(expect, sizeof expect, "(the shape of %s)", saved_name);
     if (!(dy = tn_f32(dyo, op, "dy", PyArray_NDIM(s), expect))) goto exit;
-    if (same_shape(dy, s, op, "dy", saved_name) < 0) goto exit;
+    if (tn_check_same_shape((PyObject *)dy, (PyObject *)s, op, "dy", saved_name) < 0) goto exit;
     if (!(dx = tn_empty(PyArray_NDIM(s), PyArray_DIMS(s), NPY_FLOAT32))) goto exit;
     RUN_KERNEL(op, k(TN_F32(dx), TN_F32(dy), TN_F32(s), (ptrdiff_t)PyArray_SIZE(s)));
     ret = (PyObject *)dx;
@@ -367,18 +168,10 @@ static PyObject *py_upsample_nearest_forward(PyObject *self, PyObject *args, PyO
     PyObject *ret = NULL;
     if (!PyArg_ParseTupleAndKeywords(args, kw, "Oi:upsample_nearest_forward", kwlist, &xo, &s))
         return NULL;
+    npy_intp ydims[4];
     if (!(x = tn_f32(xo, op, "x", 4, "(N, C, H, W)"))) goto exit;
-    if (dims_fit_int(x, op, "x") < 0) goto exit;
-    if (s < 1) {
-        PyErr_Format(PyExc_ValueError, "%s: scale must be an integer >= 1, got %d", op, s);
-        goto exit;
-    }
+    if (tn_check_upsample(op, (PyObject *)x, s, ydims) < 0) goto exit;
     const npy_intp *d = PyArray_DIMS(x);
-    if ((int64_t)d[2] * s > INT_MAX || (int64_t)d[3] * s > INT_MAX) {
-        PyErr_Format(PyExc_ValueError, "%s: scale %d makes the output too large", op, s);
-        goto exit;
-    }
-    const npy_intp ydims[4] = {d[0], d[1], d[2] * s, d[3] * s};
     if (!(y = tn_empty(4, ydims, NPY_FLOAT32))) goto exit;
     RUN_KERNEL(op, upsample_nearest_forward(TN_F32(y), TN_F32(x), (int)d[0], (int)d[1],
                                             (int)d[2], (int)d[3], s));
@@ -398,21 +191,9 @@ static PyObject *py_upsample_nearest_backward(PyObject *self, PyObject *args, Py
     PyObject *ret = NULL;
     if (!PyArg_ParseTupleAndKeywords(args, kw, "Oi:upsample_nearest_backward", kwlist, &dyo, &s))
         return NULL;
+    npy_intp xdims[4];
     if (!(dy = tn_f32(dyo, op, "dy", 4, "(N, C, s*H, s*W)"))) goto exit;
-    if (dims_fit_int(dy, op, "dy") < 0) goto exit;
-    if (s < 1) {
-        PyErr_Format(PyExc_ValueError, "%s: scale must be an integer >= 1, got %d", op, s);
-        goto exit;
-    }
-    const npy_intp *d = PyArray_DIMS(dy);
-    if (d[2] % s || d[3] % s) {
-        char got[160];
-        PyErr_Format(PyExc_ValueError,
-                     "%s: dy must be (N, C, s*H, s*W) float32 with s = %d dividing its H and W, "
-                     "got %s", op, s, tn_describe(dyo, got, sizeof got));
-        goto exit;
-    }
-    const npy_intp xdims[4] = {d[0], d[1], d[2] / s, d[3] / s};
+    if (tn_check_upsample_grad(op, (PyObject *)dy, s, xdims) < 0) goto exit;
     if (!(dx = tn_empty(4, xdims, NPY_FLOAT32))) goto exit;
     RUN_KERNEL(op, upsample_nearest_backward(TN_F32(dx), TN_F32(dy), (int)xdims[0],
                                              (int)xdims[1], (int)xdims[2], (int)xdims[3], s));
@@ -436,12 +217,11 @@ static PyObject *py_avg_pool2d_forward(PyObject *self, PyObject *args, PyObject 
     if (!PyArg_ParseTupleAndKeywords(args, kw, "Oiii:avg_pool2d_forward", kwlist, &xo, &k,
                                      &stride, &pad))
         return NULL;
+    npy_intp ydims[4];
     if (!(x = tn_f32(xo, op, "x", 4, "(N, C, H, W)"))) goto exit;
-    if (dims_fit_int(x, op, "x") < 0) goto exit;
+    if (tn_check_fit_int((PyObject *)x, op, "x") < 0) goto exit;
     const npy_intp *d = PyArray_DIMS(x);
-    if (check_window(op, k, stride, pad, (int)d[2], (int)d[3]) < 0) goto exit;
-    const npy_intp ydims[4] = {d[0], d[1], (d[2] + 2 * pad - k) / stride + 1,
-                               (d[3] + 2 * pad - k) / stride + 1};
+    if (tn_check_pool2d(op, d, k, stride, pad, ydims) < 0) goto exit;
     if (!(y = tn_empty(4, ydims, NPY_FLOAT32))) goto exit;
     RUN_KERNEL(op, avg_pool2d_forward(TN_F32(y), TN_F32(x), (int)d[0], (int)d[1], (int)d[2],
                                       (int)d[3], k, stride, pad));
@@ -463,14 +243,12 @@ static PyObject *py_avg_pool2d_backward(PyObject *self, PyObject *args, PyObject
     if (!PyArg_ParseTupleAndKeywords(args, kw, "OOiii:avg_pool2d_backward", kwlist, &dyo, &so,
                                      &k, &stride, &pad))
         return NULL;
-    if (parse_shape(so, op, "x_shape", 4, "(N, C, H, W)", xd) < 0) goto exit;
-    if (check_window(op, k, stride, pad, (int)xd[2], (int)xd[3]) < 0) goto exit;
-    const npy_intp ydims[4] = {xd[0], xd[1], (xd[2] + 2 * pad - k) / stride + 1,
-                               (xd[3] + 2 * pad - k) / stride + 1};
-    char want[96], expect[128];
-    snprintf(expect, sizeof expect, "(N, C, P, Q) = %s", fmt_dims(want, sizeof want, 4, ydims));
-    if (!(dy = tn_f32(dyo, op, "dy", 4, expect))) goto exit;
-    if (tn_check_dims(dy, op, "dy", 4, ydims, expect) < 0) goto exit;
+    npy_intp ydims[4];
+    tn_expect e;
+    if (tn_parse_shape(so, op, "x_shape", 4, "(N, C, H, W)", xd) < 0) goto exit;
+    if (tn_check_pool2d(op, xd, k, stride, pad, ydims) < 0) goto exit;
+    tn_expect_dims(&e, "(N, C, P, Q)", 4, ydims, 0);
+    if (!(dy = tn_f32_expect(dyo, op, "dy", &e))) goto exit;
     if (!(dx = tn_empty(4, xd, NPY_FLOAT32))) goto exit;
     RUN_KERNEL(op, avg_pool2d_backward(TN_F32(dx), TN_F32(dy), (int)xd[0], (int)xd[1],
                                        (int)xd[2], (int)xd[3], k, stride, pad));
@@ -492,12 +270,8 @@ static PyObject *py_adaptive_avg_pool2d_forward(PyObject *self, PyObject *args, 
                                      &OH, &OW))
         return NULL;
     if (!(x = tn_f32(xo, op, "x", 4, "(N, C, H, W)"))) goto exit;
-    if (dims_fit_int(x, op, "x") < 0) goto exit;
-    if (OH < 1 || OW < 1) {
-        PyErr_Format(PyExc_ValueError, "%s: out_h and out_w must be >= 1, got (%d, %d)", op, OH,
-                     OW);
-        goto exit;
-    }
+    if (tn_check_fit_int((PyObject *)x, op, "x") < 0) goto exit;
+    if (tn_check_adaptive_pool2d(op, OH, OW) < 0) goto exit;
     const npy_intp *d = PyArray_DIMS(x);
     const npy_intp ydims[4] = {d[0], d[1], OH, OW};
     if (!(y = tn_empty(4, ydims, NPY_FLOAT32))) goto exit;
@@ -520,14 +294,11 @@ static PyObject *py_adaptive_avg_pool2d_backward(PyObject *self, PyObject *args,
     if (!PyArg_ParseTupleAndKeywords(args, kw, "OO:adaptive_avg_pool2d_backward", kwlist, &dyo,
                                      &so))
         return NULL;
-    if (parse_shape(so, op, "x_shape", 4, "(N, C, H, W)", xd) < 0) goto exit;
-    char expect[96];
-    snprintf(expect, sizeof expect, "(N, C, out_h, out_w) with N, C = %ld, %ld", (long)xd[0],
-             (long)xd[1]);
-    const npy_intp want[4] = {xd[0], xd[1], -1, -1};
-    if (!(dy = tn_f32(dyo, op, "dy", 4, expect))) goto exit;
-    if (tn_check_dims(dy, op, "dy", 4, want, expect) < 0) goto exit;
-    if (dims_fit_int(dy, op, "dy") < 0) goto exit;
+    tn_expect e;
+    if (tn_parse_shape(so, op, "x_shape", 4, "(N, C, H, W)", xd) < 0) goto exit;
+    tn_expect_pool_grad(&e, "(N, C, out_h, out_w)", xd);
+    if (!(dy = tn_f32_expect(dyo, op, "dy", &e))) goto exit;
+    if (tn_check_fit_int((PyObject *)dy, op, "dy") < 0) goto exit;
     if (!(dx = tn_empty(4, xd, NPY_FLOAT32))) goto exit;
     RUN_KERNEL(op, adaptive_avg_pool2d_backward(TN_F32(dx), TN_F32(dy), (int)xd[0], (int)xd[1],
                                                 (int)xd[2], (int)xd[3], (int)PyArray_DIM(dy, 2),
@@ -549,17 +320,12 @@ static PyObject *py_max_pool2d_forward(PyObject *self, PyObject *args, PyObject 
     if (!PyArg_ParseTupleAndKeywords(args, kw, "Oiii:max_pool2d_forward", kwlist, &xo, &k,
                                      &stride, &pad))
         return NULL;
+    npy_intp ydims[4];
     if (!(x = tn_f32(xo, op, "x", 4, "(N, C, H, W)"))) goto exit;
-    if (dims_fit_int(x, op, "x") < 0) goto exit;
+    if (tn_check_fit_int((PyObject *)x, op, "x") < 0) goto exit;
     const npy_intp *d = PyArray_DIMS(x);
-    if ((int64_t)d[2] * d[3] > INT32_MAX) {
-        PyErr_Format(PyExc_ValueError, "%s: H*W = %ld does not fit the int32 argmax", op,
-                     (long)(d[2] * d[3]));
-        goto exit;
-    }
-    if (check_window(op, k, stride, pad, (int)d[2], (int)d[3]) < 0) goto exit;
-    const npy_intp ydims[4] = {d[0], d[1], (d[2] + 2 * pad - k) / stride + 1,
-                               (d[3] + 2 * pad - k) / stride + 1};
+    if (tn_check_argmax_plane(op, d[2], d[3]) < 0) goto exit;
+    if (tn_check_pool2d(op, d, k, stride, pad, ydims) < 0) goto exit;
     if (!(y = tn_empty(4, ydims, NPY_FLOAT32))) goto exit;
     if (!(am = tn_empty(4, ydims, NPY_INT32))) goto exit;
     RUN_KERNEL(op, max_pool2d_forward(TN_F32(y), (int32_t *)PyArray_DATA(am), TN_F32(x),
@@ -581,24 +347,19 @@ static PyObject *py_max_pool2d_backward(PyObject *self, PyObject *args, PyObject
     if (!PyArg_ParseTupleAndKeywords(args, kw, "OOO:max_pool2d_backward", kwlist, &dyo, &amo,
                                      &so))
         return NULL;
-    if (parse_shape(so, op, "x_shape", 4, "(N, C, H, W)", xd) < 0) goto exit;
-    if ((int64_t)xd[2] * xd[3] > INT32_MAX) {
-        PyErr_Format(PyExc_ValueError, "%s: H*W = %ld does not fit the int32 argmax", op,
-                     (long)(xd[2] * xd[3]));
-        goto exit;
-    }
-    char expect[96];
-    snprintf(expect, sizeof expect, "(N, C, P, Q) with N, C = %ld, %ld", (long)xd[0],
-             (long)xd[1]);
-    const npy_intp want[4] = {xd[0], xd[1], -1, -1};
-    if (!(dy = tn_f32(dyo, op, "dy", 4, expect))) goto exit;
-    if (tn_check_dims(dy, op, "dy", 4, want, expect) < 0) goto exit;
-    if (dims_fit_int(dy, op, "dy") < 0) goto exit;
-    if (!(am = index_array(amo, NPY_INT32, op, "argmax", 4, "(N, C, P, Q) (the shape of dy)")))
+    tn_expect e;
+    if (tn_parse_shape(so, op, "x_shape", 4, "(N, C, H, W)", xd) < 0) goto exit;
+    if (tn_check_argmax_plane(op, xd[2], xd[3]) < 0) goto exit;
+    tn_expect_pool_grad(&e, "(N, C, P, Q)", xd);
+    if (!(dy = tn_f32_expect(dyo, op, "dy", &e))) goto exit;
+    if (tn_check_fit_int((PyObject *)dy, op, "dy") < 0) goto exit;
+    if (!(am = tn_index(amo, NPY_INT32, op, "argmax", 4, "(N, C, P, Q) (the shape of dy)")))
         goto exit;
     if (tn_check_dims(am, op, "argmax", 4, PyArray_DIMS(dy),
                       "(N, C, P, Q) (the shape of dy) int32") < 0)
         goto exit;
+    // On the host the indices are checked here; the CUDA kernel skips bad
+    // ones instead (reading them back would cost a device sync).
     const int32_t *a = (const int32_t *)PyArray_DATA(am);
     const npy_intp HW = xd[2] * xd[3];
     for (npy_intp i = 0; i < PyArray_SIZE(am); i++)
@@ -622,19 +383,6 @@ exit:
 // ---------------------------------------------------------------------------
 // embeddings
 
-// Every id in [0, V); raises ValueError naming the first bad one.
-static int check_ids(PyArrayObject *ids, const char *op, npy_intp V) {
-    const int64_t *p = (const int64_t *)PyArray_DATA(ids);
-    for (npy_intp i = 0; i < PyArray_SIZE(ids); i++)
-        if (p[i] < 0 || p[i] >= V) {
-            PyErr_Format(PyExc_ValueError,
-                         "%s: id %lld (ids[%ld]) is out of range for %ld embeddings "
-                         "(need 0 <= id < %ld)", op, (long long)p[i], (long)i, (long)V, (long)V);
-            return -1;
-        }
-    return 0;
-}
-
 static PyObject *py_embedding_forward(PyObject *self, PyObject *args, PyObject *kw) {
     static const char *op = "embedding_forward";
     static char *kwlist[] = {"table", "ids", NULL};
@@ -644,13 +392,12 @@ static PyObject *py_embedding_forward(PyObject *self, PyObject *args, PyObject *
     if (!PyArg_ParseTupleAndKeywords(args, kw, "OO:embedding_forward", kwlist, &to, &io))
         return NULL;
     if (!(table = tn_f32(to, op, "table", 2, "(V, D)"))) goto exit;
-    if (dims_fit_int(table, op, "table") < 0) goto exit;
-    if (!(ids = index_array(io, NPY_INT64, op, "ids", 1, "(N,)"))) goto exit;
-    if (PyArray_DIM(ids, 0) > INT_MAX) {
-        PyErr_Format(PyExc_ValueError, "%s: too many ids", op);
+    if (tn_check_fit_int((PyObject *)table, op, "table") < 0) goto exit;
+    if (!(ids = tn_index(io, NPY_INT64, op, "ids", 1, "(N,)"))) goto exit;
+    if (tn_check_num_ids(op, PyArray_DIM(ids, 0)) < 0) goto exit;
+    if (tn_check_ids(op, (const int64_t *)PyArray_DATA(ids), PyArray_DIM(ids, 0),
+                     PyArray_DIM(table, 0)) < 0)
         goto exit;
-    }
-    if (check_ids(ids, op, PyArray_DIM(table, 0)) < 0) goto exit;
     const npy_intp ydims[2] = {PyArray_DIM(ids, 0), PyArray_DIM(table, 1)};
     if (!(y = tn_empty(2, ydims, NPY_FLOAT32))) goto exit;
     RUN_KERNEL(op, embedding_forward(TN_F32(y), TN_F32(table), (const int64_t *)PyArray_DATA(ids),
@@ -671,19 +418,14 @@ static PyObject *py_embedding_backward(PyObject *self, PyObject *args, PyObject 
     PyObject *ret = NULL;
     if (!PyArg_ParseTupleAndKeywords(args, kw, "OOn:embedding_backward", kwlist, &dyo, &io, &V))
         return NULL;
-    if (V < 1 || V > INT_MAX) {
-        PyErr_Format(PyExc_ValueError, "%s: num_embeddings must be in [1, %d], got %zd", op,
-                     INT_MAX, V);
+    tn_expect e;
+    if (tn_check_num_embeddings(op, V) < 0) goto exit;
+    if (!(ids = tn_index(io, NPY_INT64, op, "ids", 1, "(N,)"))) goto exit;
+    tn_expect_embedding_grad(&e, PyArray_DIM(ids, 0));
+    if (!(dy = tn_f32_expect(dyo, op, "dy", &e))) goto exit;
+    if (tn_check_fit_int((PyObject *)dy, op, "dy") < 0) goto exit;
+    if (tn_check_ids(op, (const int64_t *)PyArray_DATA(ids), PyArray_DIM(ids, 0), V) < 0)
         goto exit;
-    }
-    if (!(ids = index_array(io, NPY_INT64, op, "ids", 1, "(N,)"))) goto exit;
-    char expect[64];
-    snprintf(expect, sizeof expect, "(N, D) with N = len(ids) = %ld", (long)PyArray_DIM(ids, 0));
-    const npy_intp want[2] = {PyArray_DIM(ids, 0), -1};
-    if (!(dy = tn_f32(dyo, op, "dy", 2, expect))) goto exit;
-    if (tn_check_dims(dy, op, "dy", 2, want, expect) < 0) goto exit;
-    if (dims_fit_int(dy, op, "dy") < 0) goto exit;
-    if (check_ids(ids, op, V) < 0) goto exit;
     const npy_intp tdims[2] = {V, PyArray_DIM(dy, 1)};
     if (!(dt = tn_zeros_f32(2, tdims))) goto exit;
     RUN_KERNEL(op, embedding_backward(TN_F32(dt), TN_F32(dy), (const int64_t *)PyArray_DATA(ids),
@@ -707,18 +449,8 @@ static PyObject *py_timestep_embedding(PyObject *self, PyObject *args, PyObject 
                                      &max_period))
         return NULL;
     if (!(t = tn_f32(to, op, "t", 1, "(N,)"))) goto exit;
-    if (dims_fit_int(t, op, "t") < 0) goto exit;
-    if (dim < 4) {
-        PyErr_Format(PyExc_ValueError,
-                     "%s: dim must be >= 4 (the frequencies divide by dim // 2 - 1), got %d", op,
-                     dim);
-        goto exit;
-    }
-    if (!(max_period > 0.0) || !isfinite(max_period)) {
-        PyErr_Format(PyExc_ValueError, "%s: max_period must be finite and > 0, got %g", op,
-                     max_period);
-        goto exit;
-    }
+    if (tn_check_fit_int((PyObject *)t, op, "t") < 0) goto exit;
+    if (tn_check_timestep(op, dim, max_period) < 0) goto exit;
     const npy_intp ydims[2] = {PyArray_DIM(t, 0), dim};
     if (!(y = tn_empty(2, ydims, NPY_FLOAT32))) goto exit;
     RUN_KERNEL(op, timestep_embedding_forward(TN_F32(y), TN_F32(t), (int)ydims[0], dim,
@@ -743,17 +475,8 @@ static PyObject *py_concat_forward(PyObject *self, PyObject *args, PyObject *kw)
     Py_ssize_t n = 0;
     PyObject *ret = NULL;
     if (!PyArg_ParseTupleAndKeywords(args, kw, "O:concat_forward", kwlist, &xso)) return NULL;
-    if (!PyList_Check(xso) && !PyTuple_Check(xso)) {
-        PyErr_Format(PyExc_TypeError, "%s: xs must be a list of (N, C_i, *) float32 arrays, got %s",
-                     op, Py_TYPE(xso)->tp_name);
-        goto exit;
-    }
-    if (!(seq = PySequence_Fast(xso, "xs"))) goto exit;
+    if (!(seq = tn_concat_list(xso, op, "float32 arrays"))) goto exit;
     n = PySequence_Fast_GET_SIZE(seq);
-    if (n < 1 || n > INT_MAX) {
-        PyErr_Format(PyExc_ValueError, "%s: xs must hold at least one array, got %zd", op, n);
-        goto exit;
-    }
     xs = PyMem_Calloc((size_t)n, sizeof *xs);
     ptrs = PyMem_Calloc((size_t)n, sizeof *ptrs);
     sizes = PyMem_Calloc((size_t)n, sizeof *sizes);
@@ -761,26 +484,19 @@ static PyObject *py_concat_forward(PyObject *self, PyObject *args, PyObject *kw)
         PyErr_NoMemory();
         goto exit;
     }
+    // The CUDA op runs the same loop with its own converters: the list's
+    // contract is tn_concat_list and tn_expect_concat.
     npy_intp ctot = 0;
+    tn_expect e;  // of xs[1:]
     for (Py_ssize_t i = 0; i < n; i++) {
         char name[32];
         snprintf(name, sizeof name, "xs[%zd]", i);
         PyObject *item = PySequence_Fast_GET_ITEM(seq, i);
         if (i == 0) {
-            if (!(xs[0] = f32_min_ndim(item, op, name, 2, "(N, C_i, *)"))) goto exit;
-        } else {
-            // N and the trailing dims must equal xs[0]'s; C_i is free.
-            PyArrayObject *x0 = xs[0];
-            const int nd = PyArray_NDIM(x0);
-            npy_intp want[NPY_MAXDIMS];
-            char wbuf[160], expect[220];
-            memcpy(want, PyArray_DIMS(x0), sizeof(npy_intp) * nd);
-            want[1] = -1;
-            fmt_dims(wbuf, sizeof wbuf, nd, PyArray_DIMS(x0));
-            snprintf(expect, sizeof expect,
-                     "(N, C_i, *) matching xs[0] %s in every dim but 1", wbuf);
-            if (!(xs[i] = tn_f32(item, op, name, nd, expect))) goto exit;
-            if (tn_check_dims(xs[i], op, name, nd, want, expect) < 0) goto exit;
+            if (!(xs[0] = tn_f32_min_ndim(item, op, name, 2, "(N, C_i, *)"))) goto exit;
+            tn_expect_concat(&e, (PyObject *)xs[0]);
+        } else if (!(xs[i] = tn_f32_expect(item, op, name, &e))) {
+            goto exit;
         }
         ptrs[i] = TN_F32(xs[i]);
         sizes[i] = (ptrdiff_t)(PyArray_SIZE(xs[i]) / PyArray_DIM(xs[i], 0));
@@ -790,10 +506,7 @@ static PyObject *py_concat_forward(PyObject *self, PyObject *args, PyObject *kw)
     npy_intp ydims[NPY_MAXDIMS];
     memcpy(ydims, PyArray_DIMS(xs[0]), sizeof(npy_intp) * nd);
     ydims[1] = ctot;
-    if (ydims[0] > INT_MAX) {
-        PyErr_Format(PyExc_ValueError, "%s: batch too large", op);
-        goto exit;
-    }
+    if (tn_check_concat_batch(op, ydims[0]) < 0) goto exit;
     if (!(y = tn_empty(nd, ydims, NPY_FLOAT32))) goto exit;
     const ptrdiff_t total = (ptrdiff_t)(PyArray_SIZE(y) / ydims[0]);
     RUN_KERNEL(op, concat_forward(TN_F32(y), ptrs, sizes, (int)n, (int)ydims[0], total));
@@ -813,30 +526,18 @@ exit:
 static PyObject *py_concat_backward(PyObject *self, PyObject *args, PyObject *kw) {
     static const char *op = "concat_backward";
     static char *kwlist[] = {"dy", "sizes", NULL};
-    PyObject *dyo, *so, *seq = NULL, *list = NULL;
+    PyObject *dyo, *so, *list = NULL;
     PyArrayObject *dy = NULL;
+    Py_ssize_t *cs = NULL;  // the C_i
     float **ptrs = NULL;
     ptrdiff_t *sizes = NULL;
-    Py_ssize_t n = 0;
     PyObject *ret = NULL;
     if (!PyArg_ParseTupleAndKeywords(args, kw, "OO:concat_backward", kwlist, &dyo, &so))
         return NULL;
-    if (!(dy = f32_min_ndim(dyo, op, "dy", 2, "(N, sum C_i, *)"))) goto exit;
-    if (PyArray_DIM(dy, 0) > INT_MAX) {
-        PyErr_Format(PyExc_ValueError, "%s: batch too large", op);
-        goto exit;
-    }
-    if (!PyList_Check(so) && !PyTuple_Check(so)) {
-        PyErr_Format(PyExc_TypeError, "%s: sizes must be a list of ints C_i, got %s", op,
-                     Py_TYPE(so)->tp_name);
-        goto exit;
-    }
-    if (!(seq = PySequence_Fast(so, "sizes"))) goto exit;
-    n = PySequence_Fast_GET_SIZE(seq);
-    if (n < 1 || n > INT_MAX) {
-        PyErr_Format(PyExc_ValueError, "%s: sizes must hold at least one int", op);
-        goto exit;
-    }
+    if (!(dy = tn_f32_min_ndim(dyo, op, "dy", 2, "(N, sum C_i, *)"))) goto exit;
+    if (tn_check_concat_batch(op, PyArray_DIM(dy, 0)) < 0) goto exit;
+    const Py_ssize_t n = tn_parse_concat_sizes(so, op, (PyObject *)dy, &cs);
+    if (n < 0) goto exit;
     const int nd = PyArray_NDIM(dy);
     const ptrdiff_t rest =
         (ptrdiff_t)(PyArray_SIZE(dy) / (PyArray_DIM(dy, 0) * PyArray_DIM(dy, 1)));
@@ -847,50 +548,24 @@ static PyObject *py_concat_backward(PyObject *self, PyObject *args, PyObject *kw
         goto exit;
     }
     if (!(list = PyList_New(n))) goto exit;
-    npy_intp ctot = 0;
     npy_intp dims[NPY_MAXDIMS];
     memcpy(dims, PyArray_DIMS(dy), sizeof(npy_intp) * nd);
     for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *item = PySequence_Fast_GET_ITEM(seq, i);
-        PyObject *idx = PyNumber_Index(item);
-        if (!idx) {
-            PyErr_Format(PyExc_TypeError, "%s: sizes[%zd] must be an int, got %s", op, i,
-                         Py_TYPE(item)->tp_name);
-            goto exit;
-        }
-        Py_ssize_t c = PyLong_AsSsize_t(idx);
-        Py_DECREF(idx);
-        if (c == -1 && PyErr_Occurred()) goto exit;
-        if (c < 1) {
-            PyErr_Format(PyExc_ValueError, "%s: sizes[%zd] must be >= 1, got %zd", op, i, c);
-            goto exit;
-        }
-        ctot += c;
-        if (ctot > PyArray_DIM(dy, 1)) break;  // reported below
-        dims[1] = c;
+        dims[1] = cs[i];
         PyArrayObject *dx = tn_empty(nd, dims, NPY_FLOAT32);
         if (!dx) goto exit;
         PyList_SET_ITEM(list, i, (PyObject *)dx);
         ptrs[i] = TN_F32(dx);
-        sizes[i] = (ptrdiff_t)c * rest;
-    }
-    if (ctot != PyArray_DIM(dy, 1)) {
-        char got[160];
-        PyErr_Format(PyExc_ValueError,
-                     "%s: dy must be (N, sum C_i, *) float32 with sum(sizes) channels, "
-                     "got %s and sizes summing to %s%ld", op,
-                     tn_describe(dyo, got, sizeof got),
-                     ctot > PyArray_DIM(dy, 1) ? "at least " : "", (long)ctot);
-        goto exit;
+        sizes[i] = (ptrdiff_t)cs[i] * rest;
     }
     RUN_KERNEL(op, concat_backward(ptrs, TN_F32(dy), sizes, (int)n, (int)PyArray_DIM(dy, 0),
                                    (ptrdiff_t)(PyArray_SIZE(dy) / PyArray_DIM(dy, 0))));
     ret = list;
     list = NULL;
 exit:
+    PyMem_Free(cs);
     PyMem_Free(ptrs);
     PyMem_Free(sizes);
-    Py_XDECREF(seq);
     Py_XDECREF(list);
     Py_XDECREF(dy);
     return ret;
@@ -899,23 +574,18 @@ exit:
 // ---------------------------------------------------------------------------
 // broadcasting add / mul
 
-// b (or b_shape) has a's ndim and each dim equal to a's or 1.
-static int check_broadcast(const char *op, const char *name, int a_nd, const npy_intp *ad,
-                           int b_nd, const npy_intp *bd) {
-    int ok = a_nd == b_nd && a_nd <= TN_BCAST_MAXDIM;
-    for (int i = 0; ok && i < a_nd; i++)
-        if (bd[i] != ad[i] && bd[i] != 1) ok = 0;
-    if (ok) return 0;
-    char abuf[160], bbuf[160];
-    PyErr_Format(PyExc_ValueError,
-                 "%s: %s must have a's ndim (%d, at most %d) with each dim equal to a's %s or 1, "
-                 "got %s", op, name, a_nd, TN_BCAST_MAXDIM, fmt_dims(abuf, sizeof abuf, a_nd, ad),
-                 fmt_dims(bbuf, sizeof bbuf, b_nd, bd));
-    return -1;
-}
-
 static void to_ptrdiff(int nd, const npy_intp *d, ptrdiff_t *out) {
     for (int i = 0; i < nd; i++) out[i] = (ptrdiff_t)d[i];
+}
+
+// a (any ndim) and b broadcast to it, the inputs add/mul forward and
+// mul_backward take. New references in *a, *b, which the caller releases.
+static int bcast_inputs(PyObject *ao, PyObject *bo, const char *op, PyArrayObject **a,
+                        PyArrayObject **b) {
+    if (!(*a = tn_f32(ao, op, "a", -1, "(N, C, H, W) (any ndim)"))) return -1;
+    if (!(*b = tn_f32(bo, op, "b", -1, "(a's ndim, each dim equal to a's or 1)"))) return -1;
+    return tn_check_broadcast(op, "b", PyArray_NDIM(*a), PyArray_DIMS(*a), PyArray_NDIM(*b),
+                              PyArray_DIMS(*b), TN_BCAST_MAXDIM);
 }
 
 static PyObject *binary_forward(PyObject *args, PyObject *kw, const char *op, int is_mul) {
@@ -926,11 +596,7 @@ static PyObject *binary_forward(PyObject *args, PyObject *kw, const char *op, in
     char fmt[64];
     snprintf(fmt, sizeof fmt, "OO:%s", op);
     if (!PyArg_ParseTupleAndKeywords(args, kw, fmt, kwlist, &ao, &bo)) return NULL;
-    if (!(a = tn_f32(ao, op, "a", -1, "(N, C, H, W) (any ndim)"))) goto exit;
-    if (!(b = tn_f32(bo, op, "b", -1, "(a's ndim, each dim equal to a's or 1)"))) goto exit;
-    if (check_broadcast(op, "b", PyArray_NDIM(a), PyArray_DIMS(a), PyArray_NDIM(b),
-                        PyArray_DIMS(b)) < 0)
-        goto exit;
+    if (bcast_inputs(ao, bo, op, &a, &b) < 0) goto exit;
     const int nd = PyArray_NDIM(a);
     ptrdiff_t as[TN_BCAST_MAXDIM], bs[TN_BCAST_MAXDIM];
     to_ptrdiff(nd, PyArray_DIMS(a), as);
@@ -963,14 +629,8 @@ static PyObject *py_add_backward(PyObject *self, PyObject *args, PyObject *kw) {
     PyObject *ret = NULL;
     if (!PyArg_ParseTupleAndKeywords(args, kw, "OO:add_backward", kwlist, &dyo, &so)) return NULL;
     if (!(dy = tn_f32(dyo, op, "dy", -1, "(the shape of a)"))) goto exit;
+    if (tn_check_add_backward(op, (PyObject *)dy, so, TN_BCAST_MAXDIM, bd) < 0) goto exit;
     const int nd = PyArray_NDIM(dy);
-    if (nd > TN_BCAST_MAXDIM) {
-        PyErr_Format(PyExc_ValueError, "%s: dy has %d dims, at most %d are supported", op, nd,
-                     TN_BCAST_MAXDIM);
-        goto exit;
-    }
-    if (parse_shape(so, op, "b_shape", nd, "(dy's ndim)", bd) < 0) goto exit;
-    if (check_broadcast(op, "b_shape", nd, PyArray_DIMS(dy), nd, bd) < 0) goto exit;
     ptrdiff_t as[TN_BCAST_MAXDIM], bs[TN_BCAST_MAXDIM];
     to_ptrdiff(nd, PyArray_DIMS(dy), as);
     to_ptrdiff(nd, bd, bs);
@@ -991,14 +651,10 @@ static PyObject *py_mul_backward(PyObject *self, PyObject *args, PyObject *kw) {
     PyObject *ret = NULL;
     if (!PyArg_ParseTupleAndKeywords(args, kw, "OOO:mul_backward", kwlist, &dyo, &ao, &bo))
         return NULL;
-    if (!(a = tn_f32(ao, op, "a", -1, "(N, C, H, W) (any ndim)"))) goto exit;
-    if (!(b = tn_f32(bo, op, "b", -1, "(a's ndim, each dim equal to a's or 1)"))) goto exit;
-    if (check_broadcast(op, "b", PyArray_NDIM(a), PyArray_DIMS(a), PyArray_NDIM(b),
-                        PyArray_DIMS(b)) < 0)
-        goto exit;
+    if (bcast_inputs(ao, bo, op, &a, &b) < 0) goto exit;
     const int nd = PyArray_NDIM(a);
     if (!(dy = tn_f32(dyo, op, "dy", nd, "(the shape of a)"))) goto exit;
-    if (same_shape(dy, a, op, "dy", "a") < 0) goto exit;
+    if (tn_check_same_shape((PyObject *)dy, (PyObject *)a, op, "dy", "a") < 0) goto exit;
     ptrdiff_t as[TN_BCAST_MAXDIM], bs[TN_BCAST_MAXDIM];
     to_ptrdiff(nd, PyArray_DIMS(a), as);
     to_ptrdiff(nd, PyArray_DIMS(b), bs);
@@ -1019,7 +675,7 @@ static int mse_inputs(PyObject *xo, PyObject *yo, const char *op, PyArrayObject 
                       PyArrayObject **y) {
     if (!(*x = tn_f32(xo, op, "x", -1, "(any shape)"))) return -1;
     if (!(*y = tn_f32(yo, op, "y", PyArray_NDIM(*x), "(the shape of x)"))) return -1;
-    return same_shape(*y, *x, op, "y", "x");
+    return tn_check_same_shape((PyObject *)*y, (PyObject *)*x, op, "y", "x");
 }
 
 static PyObject *py_mse_forward(PyObject *self, PyObject *args, PyObject *kw) {
