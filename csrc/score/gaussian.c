@@ -8,24 +8,17 @@
 
 #include "score/score.h"
 
-// Index i in [-r, n + r) folded into [0, n) by the border mode.
-static int64_t fold(int64_t i, int64_t n, int mode) {
-    if (i >= 0 && i < n) return i;
-    switch (mode) {
-    case SCORE_MIRROR: {
-        if (n == 1) return 0;
-        int64_t p = 2 * n - 2, m = i % p;
-        if (m < 0) m += p;
-        return m >= n ? p - m : m;
-    }
-    case SCORE_NEAREST:
-        return i < 0 ? 0 : n - 1;
-    default: {  // SCORE_REFLECT: half-sample symmetric, period 2n
-        int64_t p = 2 * n, m = i % p;
-        if (m < 0) m += p;
-        return m >= n ? p - 1 - m : m;
-    }
-    }
+int64_t score_gauss_radius(double sigma, double truncate) {
+    if (!(sigma > 1e-15)) return -1;  // scipy skips the axis for sigma <= 1e-15
+    int64_t r = (int64_t)(truncate * sigma + 0.5);
+    return r < 0 ? 0 : r;
+}
+
+// wt is (2r + 1,)
+void score_gauss_weights(double *wt, double sigma, int64_t r) {
+    double sum = 0;
+    for (int64_t k = -r; k <= r; k++) sum += wt[k + r] = exp(-0.5 * (double)(k * k) / (sigma * sigma));
+    for (int64_t k = 0; k < 2 * r + 1; k++) wt[k] /= sum;
 }
 
 typedef struct {
@@ -74,12 +67,11 @@ int score_gaussian_filter(float *out, const float *x, int64_t N, int64_t H, int6
                           double sigma, double truncate, int mode) {
     int64_t n_all = N * H * W;
     if (!score_all_finite(x, n_all)) return TN_ENAN;
-    if (!(sigma > 1e-15)) {  // scipy skips the axis for sigma <= 1e-15
+    int64_t r = score_gauss_radius(sigma, truncate);
+    if (r < 0) {
         memcpy(out, x, (size_t)n_all * sizeof *out);
         return TN_OK;
     }
-    int64_t r = (int64_t)(truncate * sigma + 0.5);
-    if (r < 0) r = 0;
     int64_t K = 2 * r + 1;
     double *wt = malloc((size_t)K * sizeof *wt);
     int64_t *ix = malloc((size_t)(W + 2 * r) * sizeof *ix);
@@ -90,11 +82,9 @@ int score_gaussian_filter(float *out, const float *x, int64_t N, int64_t H, int6
         status = TN_ENOMEM;
         goto exit;
     }
-    double sum = 0;
-    for (int64_t k = -r; k <= r; k++) sum += wt[k + r] = exp(-0.5 * (double)(k * k) / (sigma * sigma));
-    for (int64_t k = 0; k < K; k++) wt[k] /= sum;
-    for (int64_t i = 0; i < W + 2 * r; i++) ix[i] = fold(i - r, W, mode);
-    for (int64_t i = 0; i < H + 2 * r; i++) iy[i] = fold(i - r, H, mode);
+    score_gauss_weights(wt, sigma, r);
+    for (int64_t i = 0; i < W + 2 * r; i++) ix[i] = score_fold(i - r, W, mode);
+    for (int64_t i = 0; i < H + 2 * r; i++) iy[i] = score_fold(i - r, H, mode);
     gauss_plan g = {wt, ix, iy, H, W, K};
 
 #pragma omp parallel if (n_all >= 16384)

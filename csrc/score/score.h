@@ -10,6 +10,7 @@
 #define TIMENET_SCORE_H
 
 #include "common.h"
+#include "score/score_index.h"
 
 // 1 when all n values are finite.
 int score_all_finite(const float *x, int64_t n);
@@ -36,12 +37,15 @@ int score_upsample_bilinear(float *out, const float *x, int64_t N, int64_t h, in
 // each (H, W) map, scipy.ndimage.gaussian_filter(x, (0, sigma, sigma),
 // mode=..., truncate=truncate): kernel exp(-x^2 / (2 sigma^2)) on
 // [-r, r], r = (int)(truncate * sigma + 0.5), normalised to sum 1; sigma
-// <= 1e-15 copies (as scipy). out may not alias x.
-enum { SCORE_REFLECT = 0, SCORE_MIRROR = 1, SCORE_NEAREST = 2 };
-// scipy's names: reflect = (d c b a | a b c d | d c b a), mirror =
-// (d c b | a b c d | c b a) (torch/kornia "reflect"), nearest = (a a | a b).
+// <= 1e-15 copies (as scipy). out may not alias x. mode: SCORE_REFLECT,
+// SCORE_MIRROR or SCORE_NEAREST (score_index.h).
 int score_gaussian_filter(float *out, const float *x, int64_t N, int64_t H, int64_t W,
                           double sigma, double truncate, int mode);
+// The filter's taps, shared with the CUDA filter so both apply the same
+// weights: the radius r = (int)(truncate * sigma + 0.5), or -1 when sigma <=
+// 1e-15 (no filtering: a copy); wt (2r + 1,) the normalised Gaussian.
+int64_t score_gauss_radius(double sigma, double truncate);
+void score_gauss_weights(double *wt, double sigma, int64_t r);
 
 // pool.c -- DiAD's image score reduction: `rounds` times
 // avg_pool2d(kernel k, stride 1, no padding), each round shrinking the map
@@ -61,6 +65,12 @@ int score_image_max(float *out, const float *x, int64_t N, int64_t H, int64_t W,
 // would be NaN. *ratio_used receives the ratio applied.
 int score_combine(float *out, double *ratio_used, const float *d1, const float *d2, int64_t n,
                   double w, double ratio, int compute_ratio);
+// The factor F applies to d1, from the maxima m1 = max(d1), m2 = max(d2):
+// *ratio = m2 / m1 (0 when m1 <= 0) with compute_ratio, else as given;
+// *c = (float)(w * *ratio). TN_EINVAL when w, the ratio or c is not finite.
+// Shared with the CUDA combine (whose maxima come from the device).
+int score_combine_coeff(float *c, double *ratio, double m1, double m2, double w,
+                        int compute_ratio);
 // max of n values (n >= 1), float64; TN_ENAN on NaN/inf.
 int score_max(double *m, const float *x, int64_t n);
 

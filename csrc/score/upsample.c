@@ -4,24 +4,6 @@
 
 #include "score/score.h"
 
-// One output coordinate's two source indices and the weight of the second,
-// PyTorch's area_pixel_compute_source_index + upsample_bilinear2d.
-static void src_index(int64_t d, int64_t in, int64_t out, int align_corners, int64_t *i0,
-                      int64_t *i1, double *lam) {
-    double s;
-    if (align_corners)
-        s = out > 1 ? (double)d * (double)(in - 1) / (double)(out - 1) : 0.0;
-    else {
-        s = ((double)d + 0.5) * (double)in / (double)out - 0.5;
-        if (s < 0) s = 0;
-    }
-    int64_t k = (int64_t)s;  // s >= 0: truncation is floor
-    if (k > in - 1) k = in - 1;
-    *i0 = k;
-    *i1 = k < in - 1 ? k + 1 : k;
-    *lam = s - (double)k;
-}
-
 // x is (N, h, w); out is (N, H, W).
 int score_upsample_bilinear(float *out, const float *x, int64_t N, int64_t h, int64_t w,
                             int64_t H, int64_t W, int align_corners) {
@@ -33,12 +15,13 @@ int score_upsample_bilinear(float *out, const float *x, int64_t N, int64_t h, in
         free(xl);
         return TN_ENOMEM;
     }
-    for (int64_t X = 0; X < W; X++) src_index(X, w, W, align_corners, &xi[2 * X], &xi[2 * X + 1], &xl[X]);
+    for (int64_t X = 0; X < W; X++)
+        score_src_index(X, w, W, align_corners, &xi[2 * X], &xi[2 * X + 1], &xl[X]);
 #pragma omp parallel for schedule(static) if (N * H * W >= 65536)
     for (int64_t t = 0; t < N * H; t++) {
         int64_t n = t / H, Y = t % H, y0, y1;
         double ly;
-        src_index(Y, h, H, align_corners, &y0, &y1, &ly);
+        score_src_index(Y, h, H, align_corners, &y0, &y1, &ly);
         const float *r0 = x + (n * h + y0) * w, *r1 = x + (n * h + y1) * w;
         float *po = out + t * W;
         for (int64_t X = 0; X < W; X++) {
