@@ -1,16 +1,45 @@
-// Glue for the ODE step kernels (csrc/ode/ode.c): argument conversion, shape
-// checks, GIL release. Used by timenet.flow's adaptive RK45 (Dormand-Prince).
-#include "glue.h"
+// Glue for the ODE step kernels (csrc/ode/ode.c): the argument specs that
+// the CUDA glue shares (py_ode.h), then the CPU ops (GIL released around the
+// kernel). Used by timenet.flow's adaptive RK45 (Dormand-Prince).
+#include "py_ode.h"
 
 #include <limits.h>
 #include <stdio.h>
+#include <string.h>
 
-#include "ode/ode.h"
+// An array of y's shape: "<y> (the shape of y)" in messages.
+static int take_like_y(tn_arg *a, PyObject *obj, const tn_ode_args *p, const char *op,
+                       const char *name, const tn_arg_kind *kind, void *ctx) {
+    char expect[240], got[200];
+    snprintf(expect, sizeof expect, "%s (the shape of y)",
+             tn_arg_describe(&p->y, got, sizeof got));
+    if (kind->take(a, obj, op, name, expect, ctx) < 0 || tn_arg_nonzero(a, op, name) < 0)
+        return -1;
+    return tn_arg_dims(a, op, name, p->y.ndim, p->y.dim, expect);
+}
 
-// Stage arrays: a list/tuple of K float32 arrays, each with the shape of `like`.
-// On success *arrs holds K new references (release with release_ks).
-static int collect_ks(PyObject *seq, const char *op, PyArrayObject *like,
-                      PyArrayObject **arrs, const float **ptrs, int *K) {
+// y: float32 (B, ...) -> p->y, p->B, p->D.
+static int take_y(tn_ode_args *p, PyObject *obj, const char *op, const tn_arg_kind *kind,
+                  void *ctx) {
+    if (kind->take(&p->y, obj, op, "y", "(B, ...)", ctx) < 0 ||
+        tn_arg_nonzero(&p->y, op, "y") < 0)
+        return -1;
+    if (p->y.ndim < 1) {
+        PyErr_Format(PyExc_ValueError, "%s: y must have a batch dimension (B, ...)", op);
+        return -1;
+    }
+    if (p->y.dim[0] > INT_MAX) {
+        PyErr_Format(PyExc_ValueError, "%s: batch of %zd samples is too large", op, p->y.dim[0]);
+        return -1;
+    }
+    p->B = (int)p->y.dim[0];
+    p->D = (ptrdiff_t)(p->y.size / p->y.dim[0]);
+    return 0;
+}
+
+// ks: a list/tuple of 1..TN_ODE_MAXK float32 arrays of y's shape.
+static int take_ks(tn_ode_args *p, PyObject *seq, const char *op, const tn_arg_kind *kind,
+                   void *ctx) {
     if (!PyList_Check(seq) && !PyTuple_Check(seq)) {
         PyErr_Format(PyExc_TypeError, "%s: ks must be a list of float32 arrays, got %s", op,
                      Py_TYPE(seq)->tp_name);
@@ -22,30 +51,15 @@ static int collect_ks(PyObject *seq, const char *op, PyArrayObject *like,
                      TN_ODE_MAXK, n);
         return -1;
     }
-    char expect[200], got[160];
-    snprintf(expect, sizeof expect, "%s (the shape of y)",
-             tn_describe((PyObject *)like, got, sizeof got));
     for (Py_ssize_t j = 0; j < n; j++) {
         char name[32];
         snprintf(name, sizeof name, "ks[%zd]", j);
-        PyArrayObject *a = tn_f32(PySequence_Fast_GET_ITEM(seq, j), op, name,
-                                  PyArray_NDIM(like), expect);
-        if (a && tn_check_dims(a, op, name, PyArray_NDIM(like), PyArray_DIMS(like),
-                               expect) < 0)
-            Py_CLEAR(a);
-        if (!a) {
-            for (Py_ssize_t i = 0; i < j; i++) Py_DECREF(arrs[i]);
+        p->K = (int)j + 1;  // so that clear releases ks[j] however take_like_y ends
+        if (take_like_y(&p->ks[j], PySequence_Fast_GET_ITEM(seq, j), p, op, name, kind, ctx) < 0)
             return -1;
-        }
-        arrs[j] = a;
-        ptrs[j] = TN_F32(a);
+        p->kp[j] = p->ks[j].data;
     }
-    *K = (int)n;
     return 0;
-}
-
-static void release_ks(PyArrayObject **arrs, int K) {
-    for (int j = 0; j < K; j++) Py_XDECREF(arrs[j]);
 }
 
 // coeffs: K floats; h: a float or B floats (one step per sample), as float64.
@@ -73,17 +87,87 @@ static PyArrayObject *as_vec(PyObject *obj, const char *op, const char *name, np
     return a;
 }
 
-// y as (B, D): B = first dim, D = the rest.
-static int batch_dims(PyArrayObject *y, const char *op, int *B, ptrdiff_t *D) {
-    if (PyArray_DIM(y, 0) > INT_MAX) {
-        PyErr_Format(PyExc_ValueError, "%s: batch of %ld samples is too large", op,
-                     (long)PyArray_DIM(y, 0));
-        return -1;
-    }
-    *B = (int)PyArray_DIM(y, 0);
-    *D = PyArray_NDIM(y) > 1 ? (ptrdiff_t)(PyArray_SIZE(y) / PyArray_DIM(y, 0)) : 1;
+static int take_coeffs_h(tn_ode_args *p, PyObject *c_obj, PyObject *h_obj, const char *op) {
+    if (!(p->coeffs = as_vec(c_obj, op, "coeffs", p->K, 0))) return -1;
+    if (!(p->h = as_vec(h_obj, op, "h", p->B, 1))) return -1;
     return 0;
 }
+
+// out: y itself (element i reads y[i] before writing it: in place) or
+// memory shared with no input.
+static int take_out(tn_ode_args *p, PyObject *obj, const char *op, const tn_arg_kind *kind,
+                    void *ctx) {
+    if (obj == Py_None) return kind->empty(&p->out, p->y.ndim, p->y.dim, ctx);
+    if (take_like_y(&p->out, obj, p, op, "out", kind, ctx) < 0) return -1;
+    if (!p->out.writeable) {
+        PyErr_Format(PyExc_ValueError, "%s: out must be writeable", op);
+        return -1;
+    }
+    for (int j = 0; j < p->K; j++)
+        if (tn_arg_overlap(&p->out, &p->ks[j])) {
+            PyErr_Format(PyExc_ValueError, "%s: out must not overlap ks[%d]", op, j);
+            return -1;
+        }
+    if (p->out.ref != p->y.ref && tn_arg_overlap(&p->out, &p->y)) {
+        PyErr_Format(PyExc_ValueError, "%s: out must be y itself or not overlap it", op);
+        return -1;
+    }
+    return 0;
+}
+
+int tn_ode_parse_combine(tn_ode_args *p, PyObject *args, PyObject *kw, const char *op,
+                         const tn_arg_kind *kind, void *ctx) {
+    static char *kwlist[] = {"y", "ks", "coeffs", "h", "out", NULL};
+    PyObject *y_obj, *ks_obj, *c_obj, *h_obj, *out_obj = Py_None;
+    char fmt[64];
+    memset(p, 0, sizeof *p);
+    snprintf(fmt, sizeof fmt, "OOOO|O:%s", op);
+    if (!PyArg_ParseTupleAndKeywords(args, kw, fmt, kwlist, &y_obj, &ks_obj, &c_obj, &h_obj,
+                                     &out_obj))
+        return -1;
+    if (take_y(p, y_obj, op, kind, ctx) < 0 || take_ks(p, ks_obj, op, kind, ctx) < 0 ||
+        take_coeffs_h(p, c_obj, h_obj, op) < 0)
+        return -1;
+    return take_out(p, out_obj, op, kind, ctx);
+}
+
+int tn_ode_parse_error_norm(tn_ode_args *p, PyObject *args, PyObject *kw, const char *op,
+                            const tn_arg_kind *kind, void *ctx) {
+    static char *kwlist[] = {"ks", "coeffs", "h", "y", "y_new", "rtol", "atol", NULL};
+    PyObject *ks_obj, *c_obj, *h_obj, *y_obj, *yn_obj;
+    char fmt[64];
+    memset(p, 0, sizeof *p);
+    snprintf(fmt, sizeof fmt, "OOOOOdd:%s", op);
+    if (!PyArg_ParseTupleAndKeywords(args, kw, fmt, kwlist, &ks_obj, &c_obj, &h_obj, &y_obj,
+                                     &yn_obj, &p->rtol, &p->atol))
+        return -1;
+    if (!(p->rtol >= 0.0) || !(p->atol >= 0.0) || !(p->rtol + p->atol > 0.0)) {
+        PyErr_Format(PyExc_ValueError, "%s: rtol and atol must be >= 0 and not both 0, got "
+                     "rtol=%g, atol=%g", op, p->rtol, p->atol);
+        return -1;
+    }
+    if (take_y(p, y_obj, op, kind, ctx) < 0 ||
+        take_like_y(&p->y_new, yn_obj, p, op, "y_new", kind, ctx) < 0 ||
+        take_ks(p, ks_obj, op, kind, ctx) < 0 || take_coeffs_h(p, c_obj, h_obj, op) < 0)
+        return -1;
+    npy_intp nb = p->B;
+    return (p->norm = tn_empty(1, &nb, NPY_FLOAT64)) ? 0 : -1;
+}
+
+void tn_ode_args_clear(tn_ode_args *p) {
+    tn_arg_clear(&p->y);
+    tn_arg_clear(&p->y_new);
+    tn_arg_clear(&p->out);
+    for (int j = 0; j < p->K; j++) tn_arg_clear(&p->ks[j]);
+    Py_CLEAR(p->coeffs);
+    Py_CLEAR(p->h);
+    Py_CLEAR(p->norm);
+}
+
+#define F64(a) ((const double *)PyArray_DATA(a))
+
+// ---------------------------------------------------------------------------
+// the CPU ops
 
 PyDoc_STRVAR(ode_combine_doc,
 "ode_combine(y, ks, coeffs, h, out=None)\n--\n\n"
@@ -94,68 +178,22 @@ PyDoc_STRVAR(ode_combine_doc,
 "Returns a new array, or writes into `out` (float32, y's shape; may be y).");
 
 static PyObject *py_ode_combine(PyObject *self, PyObject *args, PyObject *kw) {
-    static char *kwlist[] = {"y", "ks", "coeffs", "h", "out", NULL};
     const char *op = "ode_combine";
-    PyObject *y_obj, *ks_obj, *c_obj, *h_obj, *out_obj = Py_None, *ret = NULL;
-    PyArrayObject *y = NULL, *coeffs = NULL, *h = NULL, *out = NULL;
-    PyArrayObject *ks[TN_ODE_MAXK];
-    const float *kp[TN_ODE_MAXK];
-    int K = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOOO|O:ode_combine", kwlist, &y_obj, &ks_obj,
-                                     &c_obj, &h_obj, &out_obj))
-        return NULL;
-    if (!(y = tn_f32(y_obj, op, "y", -1, "(B, ...)"))) goto exit;
-    if (PyArray_NDIM(y) < 1) {
-        PyErr_Format(PyExc_ValueError, "%s: y must have a batch dimension (B, ...)", op);
-        goto exit;
-    }
-    if (collect_ks(ks_obj, op, y, ks, kp, &K) < 0) goto exit;
-    int B;
-    ptrdiff_t D;
-    if (batch_dims(y, op, &B, &D) < 0) goto exit;
-    if (!(coeffs = as_vec(c_obj, op, "coeffs", K, 0))) goto exit;
-    if (!(h = as_vec(h_obj, op, "h", B, 1))) goto exit;
-    if (out_obj == Py_None) {
-        if (!(out = tn_empty(PyArray_NDIM(y), PyArray_DIMS(y), NPY_FLOAT32))) goto exit;
-    } else {
-        char expect[200], got[160];
-        snprintf(expect, sizeof expect, "%s (the shape of y)",
-                 tn_describe((PyObject *)y, got, sizeof got));
-        if (!(out = tn_f32(out_obj, op, "out", PyArray_NDIM(y), expect))) goto exit;
-        if (tn_check_dims(out, op, "out", PyArray_NDIM(y), PyArray_DIMS(y), expect) < 0)
-            goto exit;
-        if (!PyArray_ISWRITEABLE(out)) {
-            PyErr_Format(PyExc_ValueError, "%s: out must be writeable", op);
-            goto exit;
-        }
-        // out may be y itself (element i reads y[i] before writing it), but
-        // not one of the stages, nor overlap anything partially.
-        for (int j = 0; j < K; j++)
-            if (PyArray_BYTES(out) < PyArray_BYTES(ks[j]) + PyArray_NBYTES(ks[j]) &&
-                PyArray_BYTES(ks[j]) < PyArray_BYTES(out) + PyArray_NBYTES(out)) {
-                PyErr_Format(PyExc_ValueError, "%s: out must not overlap ks[%d]", op, j);
-                goto exit;
-            }
-        if (out != y && PyArray_BYTES(out) < PyArray_BYTES(y) + PyArray_NBYTES(y) &&
-            PyArray_BYTES(y) < PyArray_BYTES(out) + PyArray_NBYTES(out)) {
-            PyErr_Format(PyExc_ValueError, "%s: out must be y itself or not overlap it", op);
-            goto exit;
-        }
-    }
+    tn_ode_args p;
+    PyObject *ret = NULL;
     int status;
+    if (tn_ode_parse_combine(&p, args, kw, op, &tn_host_f32, NULL) < 0) goto exit;
     Py_BEGIN_ALLOW_THREADS
-    status = ode_combine(TN_F32(out), TN_F32(y), kp, (const double *)PyArray_DATA(coeffs), K,
-                         (const double *)PyArray_DATA(h), B, D);
+    status = ode_combine(p.out.data, p.y.data, p.kp, F64(p.coeffs), p.K, F64(p.h), p.B, p.D);
     Py_END_ALLOW_THREADS
     if (status != TN_OK) {
         tn_error(status, op);
         goto exit;
     }
-    ret = (PyObject *)out;
+    ret = p.out.ref;
     Py_INCREF(ret);
 exit:
-    release_ks(ks, K);
-    Py_XDECREF(y); Py_XDECREF(coeffs); Py_XDECREF(h); Py_XDECREF(out);
+    tn_ode_args_clear(&p);
     return ret;
 }
 
@@ -170,59 +208,23 @@ PyDoc_STRVAR(ode_error_norm_doc,
 "step is accepted where norm < 1.");
 
 static PyObject *py_ode_error_norm(PyObject *self, PyObject *args, PyObject *kw) {
-    static char *kwlist[] = {"ks", "coeffs", "h", "y", "y_new", "rtol", "atol", NULL};
     const char *op = "ode_error_norm";
-    PyObject *ks_obj, *c_obj, *h_obj, *y_obj, *yn_obj, *ret = NULL;
-    double rtol, atol;
-    PyArrayObject *y = NULL, *y_new = NULL, *coeffs = NULL, *h = NULL, *norm = NULL;
-    PyArrayObject *ks[TN_ODE_MAXK];
-    const float *kp[TN_ODE_MAXK];
-    int K = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOOOOdd:ode_error_norm", kwlist, &ks_obj,
-                                     &c_obj, &h_obj, &y_obj, &yn_obj, &rtol, &atol))
-        return NULL;
-    if (!(rtol >= 0.0) || !(atol >= 0.0) || !(rtol + atol > 0.0)) {
-        PyErr_Format(PyExc_ValueError, "%s: rtol and atol must be >= 0 and not both 0, got "
-                     "rtol=%g, atol=%g", op, rtol, atol);
-        return NULL;
-    }
-    if (!(y = tn_f32(y_obj, op, "y", -1, "(B, ...)"))) goto exit;
-    if (PyArray_NDIM(y) < 1) {
-        PyErr_Format(PyExc_ValueError, "%s: y must have a batch dimension (B, ...)", op);
-        goto exit;
-    }
-    {
-        char expect[200], got[160];
-        snprintf(expect, sizeof expect, "%s (the shape of y)",
-                 tn_describe((PyObject *)y, got, sizeof got));
-        if (!(y_new = tn_f32(yn_obj, op, "y_new", PyArray_NDIM(y), expect))) goto exit;
-        if (tn_check_dims(y_new, op, "y_new", PyArray_NDIM(y), PyArray_DIMS(y), expect) < 0)
-            goto exit;
-    }
-    if (collect_ks(ks_obj, op, y, ks, kp, &K) < 0) goto exit;
-    int B;
-    ptrdiff_t D;
-    if (batch_dims(y, op, &B, &D) < 0) goto exit;
-    if (!(coeffs = as_vec(c_obj, op, "coeffs", K, 0))) goto exit;
-    if (!(h = as_vec(h_obj, op, "h", B, 1))) goto exit;
-    npy_intp nb = B;
-    if (!(norm = tn_empty(1, &nb, NPY_FLOAT64))) goto exit;
+    tn_ode_args p;
+    PyObject *ret = NULL;
     int status;
+    if (tn_ode_parse_error_norm(&p, args, kw, op, &tn_host_f32, NULL) < 0) goto exit;
     Py_BEGIN_ALLOW_THREADS
-    status = ode_error_norm((double *)PyArray_DATA(norm), kp,
-                            (const double *)PyArray_DATA(coeffs), K,
-                            (const double *)PyArray_DATA(h), TN_F32(y), TN_F32(y_new), rtol,
-                            atol, B, D);
+    status = ode_error_norm((double *)PyArray_DATA(p.norm), p.kp, F64(p.coeffs), p.K, F64(p.h),
+                            p.y.data, p.y_new.data, p.rtol, p.atol, p.B, p.D);
     Py_END_ALLOW_THREADS
     if (status != TN_OK) {
         tn_error(status, op);
         goto exit;
     }
-    ret = (PyObject *)norm;
+    ret = (PyObject *)p.norm;
     Py_INCREF(ret);
 exit:
-    release_ks(ks, K);
-    Py_XDECREF(y); Py_XDECREF(y_new); Py_XDECREF(coeffs); Py_XDECREF(h); Py_XDECREF(norm);
+    tn_ode_args_clear(&p);
     return ret;
 }
 

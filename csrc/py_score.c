@@ -1,274 +1,310 @@
 // Glue of the scoring family (csrc/score/, DESIGN.md §1.7): feature
 // distances, bilinear upsampling, Gaussian filter, box pooling / image score,
-// the map combination F. Evaluation-side, so inputs are converted leniently
-// (tn_as: any real array-like, copied only when needed); outputs
-// are fresh float32 arrays. The GIL is released around each kernel.
-#include "glue.h"
+// the map combination F. First the argument specs that the CUDA glue shares
+// (py_score.h), then the CPU ops. Evaluation-side, so CPU inputs are
+// converted leniently (tn_host_any: any real array-like, copied only when
+// needed); outputs are fresh float32 arrays. The GIL is released around each
+// kernel.
+#include "py_score.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <string.h>
 
-#include "score/score.h"
-
-// obj as a C-contiguous float32 array with `ndim` dims, none of size zero.
-// Any real array-like is accepted (tn_as: bool, integer, float16/32/64, any
-// byte order or strides, cast to float32): scores are evaluation-side, where
-// a float64 map from numpy is normal.
-static PyArrayObject *score_in(PyObject *obj, const char *op, const char *name, int ndim,
-                               const char *expect) {
-    char got[160];
-    PyArrayObject *a = tn_as(obj, NPY_FLOAT32, op, name);
-    if (!a) return NULL;
-    int ok = ndim < 0 ? PyArray_NDIM(a) >= 1 : PyArray_NDIM(a) == ndim;
-    for (int i = 0; ok && i < PyArray_NDIM(a); i++) ok = PyArray_DIM(a, i) > 0;
-    if (!ok) {
-        PyErr_Format(PyExc_ValueError, "%s: %s must be %s with no zero-size dimension, got %s",
-                     op, name, expect, tn_describe(obj, got, sizeof got));
-        Py_DECREF(a);
-        return NULL;
-    }
-    return a;
-}
-
-// b must have exactly a's shape.
-static int same_shape(PyArrayObject *a, PyArrayObject *b, const char *op, const char *an,
-                      const char *bn) {
-    if (PyArray_NDIM(a) == PyArray_NDIM(b) &&
-        !memcmp(PyArray_DIMS(a), PyArray_DIMS(b), PyArray_NDIM(a) * sizeof(npy_intp)))
-        return 0;
-    char ga[160], gb[160];
-    PyErr_Format(PyExc_ValueError, "%s: %s and %s must have the same shape, got %s and %s", op,
-                 an, bn, tn_describe((PyObject *)a, ga, sizeof ga),
-                 tn_describe((PyObject *)b, gb, sizeof gb));
+// An input with `ndim` dims (< 0: at least one), none of size zero.
+static int take(tn_arg *a, PyObject *obj, const char *op, const char *name, int ndim,
+                const char *expect, const tn_arg_kind *kind, void *ctx) {
+    if (kind->take(a, obj, op, name, expect, ctx) < 0) return -1;
+    int ok = ndim < 0 ? a->ndim >= 1 : a->ndim == ndim;
+    for (int i = 0; ok && i < a->ndim; i++) ok = a->dim[i] > 0;
+    if (ok) return 0;
+    char got[200];
+    PyErr_Format(PyExc_ValueError, "%s: %s must be %s with no zero-size dimension, got %s", op,
+                 name, expect, tn_arg_describe(a, got, sizeof got));
     return -1;
 }
 
-// a, b (N, C, h, w) -> (N, h, w): l2 (`squared` optional) or cosine.
-static PyObject *distance(PyObject *args, PyObject *kwds, int cosine) {
-    const char *op = cosine ? "cosine_distance" : "l2_distance";
+// b must have exactly a's shape.
+static int same_shape(const tn_arg *a, const tn_arg *b, const char *op, const char *an,
+                      const char *bn) {
+    if (a->ndim == b->ndim && !memcmp(a->dim, b->dim, (size_t)a->ndim * sizeof *a->dim))
+        return 0;
+    char ga[200], gb[200];
+    PyErr_Format(PyExc_ValueError, "%s: %s and %s must have the same shape, got %s and %s", op,
+                 an, bn, tn_arg_describe(a, ga, sizeof ga), tn_arg_describe(b, gb, sizeof gb));
+    return -1;
+}
+
+// s->a as maps (N, H, W) (C = 1).
+static int take_maps(tn_score_args *s, PyObject *obj, const char *op, const char *expect,
+                     const tn_arg_kind *kind, void *ctx) {
+    if (take(&s->a, obj, op, "x", 3, expect, kind, ctx) < 0) return -1;
+    s->N = s->a.dim[0], s->C = 1, s->H = s->a.dim[1], s->W = s->a.dim[2];
+    return 0;
+}
+
+// s->out (N, OH, OW).
+static int make_maps(tn_score_args *s, int64_t OH, int64_t OW, const tn_arg_kind *kind,
+                     void *ctx) {
+    const Py_ssize_t dims[3] = {(Py_ssize_t)s->N, (Py_ssize_t)OH, (Py_ssize_t)OW};
+    s->OH = OH, s->OW = OW;
+    return kind->empty(&s->out, 3, dims, ctx);
+}
+
+// a, b (N, C, h, w) -> (N, h, w): l2 (`squared` optional) or cosine (`eps`).
+int tn_score_parse_distance(tn_score_args *s, PyObject *args, PyObject *kw, int cosine,
+                            const char *op, const tn_arg_kind *kind, void *ctx) {
     static char *kw_l2[] = {"a", "b", "squared", NULL};
     static char *kw_cos[] = {"a", "b", "eps", NULL};
-    PyObject *ao, *bo, *ret = NULL;
-    PyArrayObject *a = NULL, *b = NULL, *out = NULL;
-    int squared = 0, status;
-    double eps = 1e-8;
-    int ok = cosine ? PyArg_ParseTupleAndKeywords(args, kwds, "OO|d:cosine_distance", kw_cos,
-                                                  &ao, &bo, &eps)
-                    : PyArg_ParseTupleAndKeywords(args, kwds, "OO|p:l2_distance", kw_l2, &ao,
-                                                  &bo, &squared);
-    if (!ok) return NULL;
-    if (!(a = score_in(ao, op, "a", 4, "(N, C, h, w)"))) goto exit;
-    if (!(b = score_in(bo, op, "b", 4, "(N, C, h, w)"))) goto exit;
-    if (same_shape(a, b, op, "a", "b") < 0) goto exit;
-    if (!(eps >= 0)) {
-        PyErr_Format(PyExc_ValueError, "%s: eps must be >= 0, got %g", op, eps);
-        goto exit;
+    PyObject *ao, *bo;
+    char fmt[64];
+    memset(s, 0, sizeof *s);
+    s->eps = 1e-8;
+    snprintf(fmt, sizeof fmt, cosine ? "OO|d:%s" : "OO|p:%s", op);
+    int ok = cosine ? PyArg_ParseTupleAndKeywords(args, kw, fmt, kw_cos, &ao, &bo, &s->eps)
+                    : PyArg_ParseTupleAndKeywords(args, kw, fmt, kw_l2, &ao, &bo, &s->squared);
+    if (!ok) return -1;
+    if (take(&s->a, ao, op, "a", 4, "(N, C, h, w)", kind, ctx) < 0 ||
+        take(&s->b, bo, op, "b", 4, "(N, C, h, w)", kind, ctx) < 0 ||
+        same_shape(&s->a, &s->b, op, "a", "b") < 0)
+        return -1;
+    if (!(s->eps >= 0)) {
+        PyErr_Format(PyExc_ValueError, "%s: eps must be >= 0, got %g", op, s->eps);
+        return -1;
     }
-    npy_intp N = PyArray_DIM(a, 0), C = PyArray_DIM(a, 1), h = PyArray_DIM(a, 2),
-             w = PyArray_DIM(a, 3);
-    npy_intp dims[3] = {N, h, w};
-    if (!(out = tn_empty(3, dims, NPY_FLOAT32))) goto exit;
-    Py_BEGIN_ALLOW_THREADS
-    status = cosine ? score_cosine_distance(TN_F32(out), TN_F32(a), TN_F32(b), N, C, h * w, eps)
-                    : score_l2_distance(TN_F32(out), TN_F32(a), TN_F32(b), N, C, h * w, squared);
-    Py_END_ALLOW_THREADS
-    if (status != TN_OK) {
-        tn_error(status, op);
-        goto exit;
-    }
-    ret = (PyObject *)out;
-    out = NULL;
-exit:
-    Py_XDECREF(a);
-    Py_XDECREF(b);
-    Py_XDECREF(out);
-    return ret;
+    s->N = s->a.dim[0], s->C = s->a.dim[1], s->H = s->a.dim[2], s->W = s->a.dim[3];
+    return make_maps(s, s->H, s->W, kind, ctx);
 }
 
-static PyObject *py_l2_distance(PyObject *self, PyObject *args, PyObject *kwds) {
-    return distance(args, kwds, 0);
-}
-
-static PyObject *py_cosine_distance(PyObject *self, PyObject *args, PyObject *kwds) {
-    return distance(args, kwds, 1);
-}
-
-static PyObject *py_upsample_bilinear(PyObject *self, PyObject *args, PyObject *kwds) {
-    static const char *op = "upsample_bilinear";
+// x (N, h, w) -> (N, H, W)
+int tn_score_parse_upsample(tn_score_args *s, PyObject *args, PyObject *kw, const char *op,
+                            const tn_arg_kind *kind, void *ctx) {
     static char *kwlist[] = {"x", "H", "W", "align_corners", NULL};
-    PyObject *xo, *ret = NULL;
-    PyArrayObject *x = NULL, *out = NULL;
+    PyObject *xo;
     Py_ssize_t H, W;
-    int align = 0, status;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "Onn|p:upsample_bilinear", kwlist, &xo, &H, &W,
-                                     &align))
-        return NULL;
+    char fmt[64];
+    memset(s, 0, sizeof *s);
+    snprintf(fmt, sizeof fmt, "Onn|p:%s", op);
+    if (!PyArg_ParseTupleAndKeywords(args, kw, fmt, kwlist, &xo, &H, &W, &s->align_corners))
+        return -1;
     if (H < 1 || W < 1) {
         PyErr_Format(PyExc_ValueError, "%s: output size (H, W) must be >= 1, got (%zd, %zd)", op,
                      H, W);
-        return NULL;
+        return -1;
     }
-    if (!(x = score_in(xo, op, "x", 3, "(N, h, w)"))) goto exit;
-    npy_intp N = PyArray_DIM(x, 0), h = PyArray_DIM(x, 1), w = PyArray_DIM(x, 2);
-    npy_intp dims[3] = {N, H, W};
-    if (!(out = tn_empty(3, dims, NPY_FLOAT32))) goto exit;
-    Py_BEGIN_ALLOW_THREADS
-    status = score_upsample_bilinear(TN_F32(out), TN_F32(x), N, h, w, H, W, align);
-    Py_END_ALLOW_THREADS
-    if (status != TN_OK) {
-        tn_error(status, op);
-        goto exit;
-    }
-    ret = (PyObject *)out;
-    out = NULL;
-exit:
-    Py_XDECREF(x);
-    Py_XDECREF(out);
-    return ret;
+    if (take_maps(s, xo, op, "(N, h, w)", kind, ctx) < 0) return -1;
+    return make_maps(s, H, W, kind, ctx);
 }
 
-static PyObject *py_gaussian_filter(PyObject *self, PyObject *args, PyObject *kwds) {
-    static const char *op = "gaussian_filter";
+// x (N, H, W) -> (N, H, W)
+int tn_score_parse_gaussian(tn_score_args *s, PyObject *args, PyObject *kw, const char *op,
+                            const tn_arg_kind *kind, void *ctx) {
     static char *kwlist[] = {"x", "sigma", "truncate", "mode", NULL};
-    PyObject *xo, *ret = NULL;
-    PyArrayObject *x = NULL, *out = NULL;
-    double sigma, truncate = 4.0;
+    PyObject *xo;
     const char *mode_s = "reflect";
-    int mode, status;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "Od|ds:gaussian_filter", kwlist, &xo, &sigma,
-                                     &truncate, &mode_s))
-        return NULL;
-    if (!strcmp(mode_s, "reflect")) mode = SCORE_REFLECT;
-    else if (!strcmp(mode_s, "mirror")) mode = SCORE_MIRROR;
-    else if (!strcmp(mode_s, "nearest")) mode = SCORE_NEAREST;
+    char fmt[64];
+    memset(s, 0, sizeof *s);
+    s->truncate = 4.0;
+    snprintf(fmt, sizeof fmt, "Od|ds:%s", op);
+    if (!PyArg_ParseTupleAndKeywords(args, kw, fmt, kwlist, &xo, &s->sigma, &s->truncate,
+                                     &mode_s))
+        return -1;
+    if (!strcmp(mode_s, "reflect")) s->mode = SCORE_REFLECT;
+    else if (!strcmp(mode_s, "mirror")) s->mode = SCORE_MIRROR;
+    else if (!strcmp(mode_s, "nearest")) s->mode = SCORE_NEAREST;
     else {
         PyErr_Format(PyExc_ValueError,
                      "%s: mode must be 'reflect', 'mirror' or 'nearest' (scipy.ndimage names), "
                      "got '%s'", op, mode_s);
-        return NULL;
+        return -1;
     }
     // The radius must stay a small int: a huge sigma would ask for a huge kernel.
-    if (!(sigma >= 0) || !(truncate >= 0) || sigma * truncate > 1e6) {
+    if (!(s->sigma >= 0) || !(s->truncate >= 0) || s->sigma * s->truncate > 1e6) {
         PyErr_Format(PyExc_ValueError,
                      "%s: sigma and truncate must be >= 0 with sigma*truncate <= 1e6, got "
-                     "sigma %g, truncate %g", op, sigma, truncate);
-        return NULL;
+                     "sigma %g, truncate %g", op, s->sigma, s->truncate);
+        return -1;
     }
-    if (!(x = score_in(xo, op, "x", 3, "(N, H, W)"))) goto exit;
-    npy_intp N = PyArray_DIM(x, 0), H = PyArray_DIM(x, 1), W = PyArray_DIM(x, 2);
-    if (!(out = tn_empty(3, PyArray_DIMS(x), NPY_FLOAT32))) goto exit;
-    Py_BEGIN_ALLOW_THREADS
-    status = score_gaussian_filter(TN_F32(out), TN_F32(x), N, H, W, sigma, truncate, mode);
-    Py_END_ALLOW_THREADS
-    if (status != TN_OK) {
-        tn_error(status, op);
-        goto exit;
-    }
-    ret = (PyObject *)out;
-    out = NULL;
-exit:
-    Py_XDECREF(x);
-    Py_XDECREF(out);
-    return ret;
+    if (take_maps(s, xo, op, "(N, H, W)", kind, ctx) < 0) return -1;
+    return make_maps(s, s->H, s->W, kind, ctx);
 }
 
-// Shared by box_pool and image_score: x (N, H, W) with H, W > rounds*(k-1).
-static PyObject *pool(PyObject *args, PyObject *kwds, int image_max) {
-    const char *op = image_max ? "image_score" : "box_pool";
+// x (N, H, W) with H, W > rounds*(k-1) -> (N, H - rounds*(k-1), W - ...), or
+// (N,) with image_max.
+int tn_score_parse_pool(tn_score_args *s, PyObject *args, PyObject *kw, int image_max,
+                        const char *op, const tn_arg_kind *kind, void *ctx) {
     static char *kwlist[] = {"x", "kernel", "rounds", NULL};
-    PyObject *xo, *ret = NULL;
-    PyArrayObject *x = NULL, *out = NULL;
-    int k = 8, rounds = 8, status;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, image_max ? "O|ii:image_score" : "O|ii:box_pool",
-                                     kwlist, &xo, &k, &rounds))
-        return NULL;
+    PyObject *xo;
+    char fmt[64];
+    memset(s, 0, sizeof *s);
+    s->kernel = 8, s->rounds = 8;
+    snprintf(fmt, sizeof fmt, "O|ii:%s", op);
+    if (!PyArg_ParseTupleAndKeywords(args, kw, fmt, kwlist, &xo, &s->kernel, &s->rounds))
+        return -1;
+    const int k = s->kernel, rounds = s->rounds;
     if (k < 1 || rounds < 0 || k > 1 << 20 || rounds > 1 << 20) {
         PyErr_Format(PyExc_ValueError,
                      "%s: kernel must be >= 1 and rounds >= 0, got kernel %d, rounds %d", op, k,
                      rounds);
-        return NULL;
+        return -1;
     }
-    if (!(x = score_in(xo, op, "x", 3, "(N, H, W)"))) goto exit;
-    npy_intp N = PyArray_DIM(x, 0), H = PyArray_DIM(x, 1), W = PyArray_DIM(x, 2);
-    npy_intp shrink = (npy_intp)rounds * (k - 1);
-    if (H <= shrink || W <= shrink) {
-        char got[160];
+    if (take_maps(s, xo, op, "(N, H, W)", kind, ctx) < 0) return -1;
+    int64_t shrink = (int64_t)rounds * (k - 1);
+    if (s->H <= shrink || s->W <= shrink) {
+        char got[200];
         PyErr_Format(PyExc_ValueError,
-                     "%s: x must be (N, H, W) with H, W > rounds*(kernel-1) = %zd (%d rounds of "
+                     "%s: x must be (N, H, W) with H, W > rounds*(kernel-1) = %lld (%d rounds of "
                      "%dx%d stride-1 pooling without padding shrink the map by %d each), got %s",
-                     op, (Py_ssize_t)shrink, rounds, k, k, k - 1,
-                     tn_describe((PyObject *)x, got, sizeof got));
-        goto exit;
+                     op, (long long)shrink, rounds, k, k, k - 1,
+                     tn_arg_describe(&s->a, got, sizeof got));
+        return -1;
     }
-    npy_intp dims[3] = {N, H - shrink, W - shrink};
-    if (!(out = image_max ? tn_empty(1, dims, NPY_FLOAT32) : tn_empty(3, dims, NPY_FLOAT32)))
-        goto exit;
-    Py_BEGIN_ALLOW_THREADS
-    status = image_max ? score_image_max(TN_F32(out), TN_F32(x), N, H, W, k, rounds)
-                       : score_box_pool(TN_F32(out), TN_F32(x), N, H, W, k, rounds);
-    Py_END_ALLOW_THREADS
-    if (status != TN_OK) {
-        tn_error(status, op);
-        goto exit;
-    }
-    ret = (PyObject *)out;
-    out = NULL;
-exit:
-    Py_XDECREF(x);
-    Py_XDECREF(out);
-    return ret;
+    if (!image_max) return make_maps(s, s->H - shrink, s->W - shrink, kind, ctx);
+    s->OH = s->H - shrink, s->OW = s->W - shrink;
+    const Py_ssize_t n = (Py_ssize_t)s->N;
+    return kind->empty(&s->out, 1, &n, ctx);
 }
 
-static PyObject *py_box_pool(PyObject *self, PyObject *args, PyObject *kwds) {
-    return pool(args, kwds, 0);
-}
-
-static PyObject *py_image_score(PyObject *self, PyObject *args, PyObject *kwds) {
-    return pool(args, kwds, 1);
-}
-
-static PyObject *py_combine_maps(PyObject *self, PyObject *args, PyObject *kwds) {
-    static const char *op = "combine_maps";
+// d1, d2 of one shape -> out of that shape; ratio None: computed.
+int tn_score_parse_combine(tn_score_args *s, PyObject *args, PyObject *kw, const char *op,
+                           const tn_arg_kind *kind, void *ctx) {
     static char *kwlist[] = {"d1", "d2", "w", "ratio", NULL};
-    PyObject *d1o, *d2o, *ratio_o = Py_None, *ret = NULL;
-    PyArrayObject *d1 = NULL, *d2 = NULL, *out = NULL;
-    double w, ratio = 0, used = 0;
-    int status;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOd|O:combine_maps", kwlist, &d1o, &d2o, &w,
-                                     &ratio_o))
-        return NULL;
-    int compute = ratio_o == Py_None;
-    if (!compute) {
-        ratio = PyFloat_AsDouble(ratio_o);
-        if (ratio == -1.0 && PyErr_Occurred()) {
+    PyObject *d1o, *d2o, *ratio_o = Py_None;
+    char fmt[64];
+    memset(s, 0, sizeof *s);
+    snprintf(fmt, sizeof fmt, "OOd|O:%s", op);
+    if (!PyArg_ParseTupleAndKeywords(args, kw, fmt, kwlist, &d1o, &d2o, &s->w, &ratio_o))
+        return -1;
+    s->compute_ratio = ratio_o == Py_None;
+    if (!s->compute_ratio) {
+        s->ratio = PyFloat_AsDouble(ratio_o);
+        if (s->ratio == -1.0 && PyErr_Occurred()) {
             PyErr_Format(PyExc_TypeError, "%s: ratio must be a float or None, got %s", op,
                          Py_TYPE(ratio_o)->tp_name);
-            return NULL;
+            return -1;
         }
     }
-    if (!isfinite(w) || !isfinite(ratio)) {
+    if (!isfinite(s->w) || !isfinite(s->ratio)) {
         PyErr_Format(PyExc_ValueError, "%s: w and ratio must be finite, got w %g, ratio %g", op,
-                     w, ratio);
-        return NULL;
+                     s->w, s->ratio);
+        return -1;
     }
-    if (!(d1 = score_in(d1o, op, "d1", -1, "an array"))) goto exit;
-    if (!(d2 = score_in(d2o, op, "d2", -1, "an array"))) goto exit;
-    if (same_shape(d1, d2, op, "d1", "d2") < 0) goto exit;
-    if (!(out = tn_empty(PyArray_NDIM(d1), PyArray_DIMS(d1), NPY_FLOAT32))) goto exit;
-    Py_BEGIN_ALLOW_THREADS
-    status = score_combine(TN_F32(out), &used, TN_F32(d1), TN_F32(d2), PyArray_SIZE(d1), w,
-                           ratio, compute);
-    Py_END_ALLOW_THREADS
-    if (status != TN_OK) {
+    if (take(&s->a, d1o, op, "d1", -1, "an array", kind, ctx) < 0 ||
+        take(&s->b, d2o, op, "d2", -1, "an array", kind, ctx) < 0 ||
+        same_shape(&s->a, &s->b, op, "d1", "d2") < 0)
+        return -1;
+    s->N = s->a.size;
+    return kind->empty(&s->out, s->a.ndim, s->a.dim, ctx);
+}
+
+void tn_score_args_clear(tn_score_args *s) {
+    tn_arg_clear(&s->a);
+    tn_arg_clear(&s->b);
+    tn_arg_clear(&s->out);
+}
+
+// ---------------------------------------------------------------------------
+// the CPU ops
+
+#define NOT_PARSED (-1)  // the parse failed: its exception is set
+
+// out (a new reference), or NULL with the exception for the kernel's status;
+// releases s either way.
+static PyObject *finish(tn_score_args *s, int status, const char *op) {
+    PyObject *ret = NULL;
+    if (status == TN_OK) {
+        ret = s->out.ref;
+        Py_INCREF(ret);
+    } else if (status != NOT_PARSED) {
         tn_error(status, op);
-        goto exit;
     }
-    ret = Py_BuildValue("Od", (PyObject *)out, used);
-exit:
-    Py_XDECREF(d1);
-    Py_XDECREF(d2);
-    Py_XDECREF(out);
+    tn_score_args_clear(s);
     return ret;
+}
+
+static PyObject *distance(PyObject *args, PyObject *kw, int cosine) {
+    const char *op = cosine ? "cosine_distance" : "l2_distance";
+    tn_score_args s;
+    int st = NOT_PARSED;
+    if (tn_score_parse_distance(&s, args, kw, cosine, op, &tn_host_any, NULL) == 0) {
+        const int64_t L = s.H * s.W;
+        Py_BEGIN_ALLOW_THREADS
+        st = cosine ? score_cosine_distance(s.out.data, s.a.data, s.b.data, s.N, s.C, L, s.eps)
+                    : score_l2_distance(s.out.data, s.a.data, s.b.data, s.N, s.C, L, s.squared);
+        Py_END_ALLOW_THREADS
+    }
+    return finish(&s, st, op);
+}
+
+static PyObject *py_l2_distance(PyObject *self, PyObject *args, PyObject *kw) {
+    return distance(args, kw, 0);
+}
+
+static PyObject *py_cosine_distance(PyObject *self, PyObject *args, PyObject *kw) {
+    return distance(args, kw, 1);
+}
+
+static PyObject *py_upsample_bilinear(PyObject *self, PyObject *args, PyObject *kw) {
+    const char *op = "upsample_bilinear";
+    tn_score_args s;
+    int st = NOT_PARSED;
+    if (tn_score_parse_upsample(&s, args, kw, op, &tn_host_any, NULL) == 0) {
+        Py_BEGIN_ALLOW_THREADS
+        st = score_upsample_bilinear(s.out.data, s.a.data, s.N, s.H, s.W, s.OH, s.OW,
+                                     s.align_corners);
+        Py_END_ALLOW_THREADS
+    }
+    return finish(&s, st, op);
+}
+
+static PyObject *py_gaussian_filter(PyObject *self, PyObject *args, PyObject *kw) {
+    const char *op = "gaussian_filter";
+    tn_score_args s;
+    int st = NOT_PARSED;
+    if (tn_score_parse_gaussian(&s, args, kw, op, &tn_host_any, NULL) == 0) {
+        Py_BEGIN_ALLOW_THREADS
+        st = score_gaussian_filter(s.out.data, s.a.data, s.N, s.H, s.W, s.sigma, s.truncate,
+                                   s.mode);
+        Py_END_ALLOW_THREADS
+    }
+    return finish(&s, st, op);
+}
+
+// box_pool, or image_score with image_max
+static PyObject *pool(PyObject *args, PyObject *kw, int image_max) {
+    const char *op = image_max ? "image_score" : "box_pool";
+    tn_score_args s;
+    int st = NOT_PARSED;
+    if (tn_score_parse_pool(&s, args, kw, image_max, op, &tn_host_any, NULL) == 0) {
+        Py_BEGIN_ALLOW_THREADS
+        st = image_max ? score_image_max(s.out.data, s.a.data, s.N, s.H, s.W, s.kernel, s.rounds)
+                       : score_box_pool(s.out.data, s.a.data, s.N, s.H, s.W, s.kernel, s.rounds);
+        Py_END_ALLOW_THREADS
+    }
+    return finish(&s, st, op);
+}
+
+static PyObject *py_box_pool(PyObject *self, PyObject *args, PyObject *kw) {
+    return pool(args, kw, 0);
+}
+
+static PyObject *py_image_score(PyObject *self, PyObject *args, PyObject *kw) {
+    return pool(args, kw, 1);
+}
+
+static PyObject *py_combine_maps(PyObject *self, PyObject *args, PyObject *kw) {
+    const char *op = "combine_maps";
+    tn_score_args s;
+    int st = NOT_PARSED;
+    double used = 0;
+    if (tn_score_parse_combine(&s, args, kw, op, &tn_host_any, NULL) == 0) {
+        Py_BEGIN_ALLOW_THREADS
+        st = score_combine(s.out.data, &used, s.a.data, s.b.data, s.N, s.w, s.ratio,
+                           s.compute_ratio);
+        Py_END_ALLOW_THREADS
+    }
+    PyObject *out = finish(&s, st, op);
+    return out ? Py_BuildValue("Nd", out, used) : NULL;
 }
 
 #define KW (PyCFunction)(void (*)(void))

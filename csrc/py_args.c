@@ -1,0 +1,79 @@
+// Host kinds of array arguments and the checks every spec uses (py_args.h).
+#include "py_args.h"
+
+#include <stdio.h>
+
+static void from_numpy(tn_arg *a, PyArrayObject *x, PyObject *orig, const tn_arg_kind *kind) {
+    a->ref = (PyObject *)x;
+    a->orig = orig;
+    a->kind = kind;
+    a->data = (float *)PyArray_DATA(x);
+    a->ndim = PyArray_NDIM(x);
+    a->dim = PyArray_DIMS(x);
+    a->size = PyArray_SIZE(x);
+    a->writeable = PyArray_ISWRITEABLE(x);
+}
+
+static int take_strict(tn_arg *a, PyObject *obj, const char *op, const char *name,
+                       const char *expect, void *ctx) {
+    PyArrayObject *x = tn_f32(obj, op, name, -1, expect);
+    if (!x) return -1;
+    from_numpy(a, x, obj, &tn_host_f32);
+    return 0;
+}
+
+static int take_any(tn_arg *a, PyObject *obj, const char *op, const char *name,
+                    const char *expect, void *ctx) {
+    PyArrayObject *x = tn_as(obj, NPY_FLOAT32, op, name);
+    if (!x) return -1;
+    from_numpy(a, x, obj, &tn_host_any);
+    return 0;
+}
+
+static int empty_host(tn_arg *a, int ndim, const Py_ssize_t *dim, void *ctx) {
+    PyArrayObject *x = tn_empty(ndim, dim, NPY_FLOAT32);
+    if (!x) return -1;
+    from_numpy(a, x, NULL, &tn_host_f32);
+    return 0;
+}
+
+const tn_arg_kind tn_host_f32 = {take_strict, empty_host, tn_describe};
+const tn_arg_kind tn_host_any = {take_any, empty_host, tn_describe};
+
+void tn_arg_clear(tn_arg *a) {
+    Py_CLEAR(a->ref);
+    a->data = NULL;
+}
+
+const char *tn_arg_describe(const tn_arg *a, char *buf, size_t n) {
+    return a->kind->describe(a->orig ? a->orig : a->ref, buf, n);
+}
+
+int tn_arg_nonzero(const tn_arg *a, const char *op, const char *name) {
+    for (int i = 0; i < a->ndim; i++)
+        if (a->dim[i] == 0) {
+            char got[200];
+            PyErr_Format(PyExc_ValueError, "%s: %s has a zero-size dimension: %s", op, name,
+                         tn_arg_describe(a, got, sizeof got));
+            return -1;
+        }
+    return 0;
+}
+
+int tn_arg_dims(const tn_arg *a, const char *op, const char *name, int ndim,
+                const Py_ssize_t *want, const char *expect) {
+    int ok = a->ndim == ndim;
+    for (int i = 0; ok && i < ndim; i++)
+        if (want[i] >= 0 && a->dim[i] != want[i]) ok = 0;
+    if (ok) return 0;
+    char got[200];
+    PyErr_Format(PyExc_ValueError, "%s: %s must be %s, got %s", op, name, expect,
+                 tn_arg_describe(a, got, sizeof got));
+    return -1;
+}
+
+int tn_arg_overlap(const tn_arg *a, const tn_arg *b) {
+    const char *p = (const char *)a->data, *q = (const char *)b->data;
+    return p < q + b->size * (Py_ssize_t)sizeof(float) &&
+           q < p + a->size * (Py_ssize_t)sizeof(float);
+}
