@@ -158,8 +158,9 @@ def compile_cuda(cfg, build_dir, force=False):
     csrc/cuda header or the flags changed. (So file-local names in
     csrc/cuda/*.cu must not clash across files: see common.cuh.)"""
     sources = sorted(glob.glob("csrc/cuda/*.cu"))
+    # (and the kernel headers whose shared code the .cu files include)
     headers = (glob.glob("csrc/cuda/*.h") + glob.glob("csrc/cuda/*.cuh") +
-               ["csrc/common.h"])
+               glob.glob("csrc/ode/*.h") + glob.glob("csrc/score/*.h") + ["csrc/common.h"])
     os.makedirs(build_dir, exist_ok=True)
     # Objects built with other flags (another arch, a debug build) are stale.
     stamp = os.path.join(build_dir, "flags")

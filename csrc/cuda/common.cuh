@@ -120,20 +120,30 @@ static inline int tn_gemm_rm(bool trans_a, bool trans_b, int M, int N, int K, fl
     return TN_OK;
 }
 
-// Block-wide sum of one double per thread (blockDim.x a multiple of 32,
-// at most 1024); the result is valid in thread 0.
-__device__ __forceinline__ double tn_block_sum(double v) {
-    __shared__ double warp_sums[32];
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_down_sync(0xffffffffu, v, o);
+// Block-wide reduction of one value per thread with `op` (associative,
+// `id` its identity): warp shuffles, then the warps' results in warp order.
+// blockDim.x a multiple of 32, at most 1024 (and blockDim.y == 1); the
+// result is valid in thread 0.
+template <typename T, typename Op>
+__device__ __forceinline__ T tn_block_reduce(T v, Op op, T id) {
+    __shared__ T warp_vals[32];
+    for (int o = 16; o > 0; o >>= 1) v = op(v, __shfl_down_sync(0xffffffffu, v, o));
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    __syncthreads();  // warp_sums may still be read by a previous call
-    if (lane == 0) warp_sums[warp] = v;
+    __syncthreads();  // warp_vals may still be read by a previous call
+    if (lane == 0) warp_vals[warp] = v;
     __syncthreads();
     const int nwarps = (blockDim.x + 31) >> 5;
-    v = (threadIdx.x < nwarps) ? warp_sums[threadIdx.x] : 0.0;
+    v = (threadIdx.x < nwarps) ? warp_vals[threadIdx.x] : id;
     if (warp == 0)
-        for (int o = 16; o > 0; o >>= 1) v += __shfl_down_sync(0xffffffffu, v, o);
+        for (int o = 16; o > 0; o >>= 1) v = op(v, __shfl_down_sync(0xffffffffu, v, o));
     return v;
 }
+
+struct TnAdd {
+    __device__ __forceinline__ double operator()(double a, double b) const { return a + b; }
+};
+
+// Block-wide sum of one double per thread (as tn_block_reduce).
+__device__ __forceinline__ double tn_block_sum(double v) { return tn_block_reduce(v, TnAdd(), 0.0); }
 
 #endif

@@ -225,6 +225,40 @@ int tn_cuda_adamw_step(float *p, float *m, float *v, const float *g, int64_t n, 
 int tn_cuda_grad_norm(double *norm, const float *const *xs, const int64_t *ns, int count);
 int tn_cuda_scale_inplace(float *const *xs, const int64_t *ns, int count, float factor);
 
+// ---- ODE steps (ode.cu) and anomaly scoring (score.cu): the contracts of
+// csrc/ode/ode.h and csrc/score/score.h, with the same argument order ------
+
+// ode.cu: y, y_new and the K stages ks[j] (a host array of device pointers)
+// are (B, D) device arrays; coeffs (K,) and h (B,) are HOST arrays (step
+// control runs on the host), copied over. y_new may be y (in place).
+int tn_cuda_ode_combine(float *y_new, const float *y, const float *const *ks,
+                        const double *coeffs, int K, const double *h, int B, int64_t D);
+// norm (B,) is HOST memory: the one copy back waits for the stream.
+int tn_cuda_ode_error_norm(double *norm, const float *const *ks, const double *coeffs, int K,
+                           const double *h, const float *y, const float *y_new, double rtol,
+                           double atol, int B, int64_t D);
+
+// score.cu: each returns TN_ENAN, as the CPU kernels do, when an input
+// holds NaN or inf: a flag set on the device and read back with one small
+// copy, so each of these waits for the stream once. TN_ENAN (and
+// tn_cuda_combine_maps' TN_EINVAL, w * ratio beyond float range) come with
+// no message: the glue raises the CPU op's exception for them.
+int tn_cuda_l2_distance(float *out, const float *a, const float *b, int64_t N, int64_t C,
+                        int64_t L, int squared);
+int tn_cuda_cosine_distance(float *out, const float *a, const float *b, int64_t N, int64_t C,
+                            int64_t L, double eps);
+int tn_cuda_upsample_bilinear(float *out, const float *x, int64_t N, int64_t h, int64_t w,
+                              int64_t H, int64_t W, int align_corners);
+int tn_cuda_gaussian_filter(float *out, const float *x, int64_t N, int64_t H, int64_t W,
+                            double sigma, double truncate, int mode);
+int tn_cuda_box_pool(float *out, const float *x, int64_t N, int64_t H, int64_t W, int k,
+                     int rounds);
+int tn_cuda_image_score(float *out, const float *x, int64_t N, int64_t H, int64_t W, int k,
+                        int rounds);
+// *ratio_used is host memory.
+int tn_cuda_combine_maps(float *out, double *ratio_used, const float *d1, const float *d2,
+                         int64_t n, double w, double ratio, int compute_ratio);
+
 #ifdef __cplusplus
 }
 #endif
