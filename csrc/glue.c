@@ -1,6 +1,7 @@
 // Shared glue helpers (see glue.h).
 #include "glue.h"
 
+#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -15,6 +16,15 @@ PyObject *tn_error(int status, const char *op) {
     default: PyErr_Format(PyExc_RuntimeError, "%s: internal error (status %d)", op, status);
     }
     return NULL;
+}
+
+void tn_errorf(PyObject *exc, const char *fmt, ...) {
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    PyErr_SetString(exc, msg);
 }
 
 const char *tn_describe(PyObject *obj, char *buf, size_t n) {

@@ -28,10 +28,16 @@ extern PyMethodDef tn_score_methods[];
 // empty. tn_cuda_add_types adds the DeviceArray type.
 extern PyMethodDef tn_cuda_methods[];
 extern PyMethodDef tn_cuda_ops_methods[];
+extern PyMethodDef tn_cuda_ode_methods[];     // py_cuda_ode.c
+extern PyMethodDef tn_cuda_score_methods[];   // py_cuda_score.c
 int tn_cuda_add_types(PyObject *m);
 
 // Set a Python exception for a kernel status; returns NULL for `return`.
 PyObject *tn_error(int status, const char *op);
+
+// PyErr_Format with C's printf formats (PyErr_Format has no %g / %f: it
+// copies the rest of the format as is); the message is cut at 512 bytes.
+void tn_errorf(PyObject *exc, const char *fmt, ...);
 
 // "(2, 3, 4) float64" into buf; returns buf.
 const char *tn_describe(PyObject *obj, char *buf, size_t n);

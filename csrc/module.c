@@ -41,6 +41,8 @@ static PyMethodDef *const families[] = {
     tn_score_methods,
     tn_cuda_methods,
     tn_cuda_ops_methods,
+    tn_cuda_ode_methods,
+    tn_cuda_score_methods,
 };
 
 static int core_exec(PyObject *m) {

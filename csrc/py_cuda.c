@@ -508,6 +508,61 @@ int tn_cuda_add_types(PyObject *m) {
 }
 
 // ---------------------------------------------------------------------------
+// DeviceArrays as op arguments (tn_cuda_f32, py_args.h): the messages of
+// py_cuda_ops.c's arg_f32
+
+static void arg_from_da(tn_arg *a, tn_DeviceArray *x, PyObject *orig) {
+    a->ref = (PyObject *)x;
+    a->orig = orig;
+    a->kind = &tn_cuda_f32;
+    a->data = (float *)x->ptr;
+    a->ndim = x->ndim;
+    a->dim = x->shape;
+    a->size = tn_da_size(x);
+    a->writeable = 1;
+}
+
+static int arg_take_da(tn_arg *a, PyObject *obj, const char *op, const char *name,
+                       const char *expect, void *ctx) {
+    tn_devctx *d = ctx;
+    char got[200];
+    if (!tn_DeviceArray_Check(obj)) {
+        PyErr_Format(PyExc_TypeError,
+                     "%s: %s must be a float32 CUDA array %s, got %s; every input of a CUDA op "
+                     "must be on the GPU (Tensor.to('cuda'))", op, name, expect,
+                     tn_da_describe(obj, got, sizeof got));
+        return -1;
+    }
+    tn_DeviceArray *x = (tn_DeviceArray *)obj;
+    if (x->typenum != NPY_FLOAT32) {
+        PyErr_Format(PyExc_TypeError, "%s: %s must be %s float32, got %s", op, name, expect,
+                     tn_da_describe(obj, got, sizeof got));
+        return -1;
+    }
+    if (d->dev < 0) {
+        d->dev = x->device;
+        snprintf(d->first, sizeof d->first, "%s", name);
+    } else if (x->device != d->dev) {
+        PyErr_Format(PyExc_RuntimeError,
+                     "%s: expected all inputs on one device, got %s on cuda:%d and %s on cuda:%d",
+                     op, d->first, d->dev, name, x->device);
+        return -1;
+    }
+    Py_INCREF(obj);
+    arg_from_da(a, x, obj);
+    return 0;
+}
+
+static int arg_empty_da(tn_arg *a, int ndim, const Py_ssize_t *dim, void *ctx) {
+    tn_DeviceArray *x = tn_da_empty(ndim, dim, NPY_FLOAT32, ((tn_devctx *)ctx)->dev);
+    if (!x) return -1;
+    arg_from_da(a, x, NULL);
+    return 0;
+}
+
+const tn_arg_kind tn_cuda_f32 = {arg_take_da, arg_empty_da, tn_da_describe};
+
+// ---------------------------------------------------------------------------
 // device functions (timenet.cuda)
 
 static PyObject *py_cuda_device_count(PyObject *self, PyObject *noargs) {

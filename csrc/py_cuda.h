@@ -3,7 +3,7 @@
 #ifndef TIMENET_PY_CUDA_H
 #define TIMENET_PY_CUDA_H
 
-#include "glue.h"
+#include "py_args.h"
 
 #ifdef TN_HAVE_CUDA
 #include "cuda/tn_cuda.h"
@@ -43,6 +43,19 @@ Py_ssize_t tn_da_size(const tn_DeviceArray *a);
 
 // "(2, 3) float32 on cuda:0" (or the Python type name) into buf.
 const char *tn_da_describe(PyObject *obj, char *buf, size_t n);
+
+// The device of an op's inputs (-1 until the first is taken) and the name
+// of the argument that fixed it: every input of one call must be on it.
+typedef struct {
+    int dev;
+    char first[32];
+} tn_devctx;
+#define TN_DEVCTX_INIT {-1, ""}
+
+// Array arguments as float32 DeviceArrays (py_args.h; ctx a tn_devctx *):
+// a numpy array or another dtype is a TypeError, another device a
+// RuntimeError naming both; outputs are made on the inputs' device.
+extern const tn_arg_kind tn_cuda_f32;
 
 // Set the exception for a CUDA status (TN_ENOMEM -> MemoryError, TN_EINVAL
 // -> ValueError, others -> RuntimeError) with tn_cuda_last_error()'s

@@ -142,8 +142,8 @@ int tn_ode_parse_error_norm(tn_ode_args *p, PyObject *args, PyObject *kw, const 
                                      &yn_obj, &p->rtol, &p->atol))
         return -1;
     if (!(p->rtol >= 0.0) || !(p->atol >= 0.0) || !(p->rtol + p->atol > 0.0)) {
-        PyErr_Format(PyExc_ValueError, "%s: rtol and atol must be >= 0 and not both 0, got "
-                     "rtol=%g, atol=%g", op, p->rtol, p->atol);
+        tn_errorf(PyExc_ValueError, "%s: rtol and atol must be >= 0 and not both 0, got "
+                  "rtol=%g, atol=%g", op, p->rtol, p->atol);
         return -1;
     }
     if (take_y(p, y_obj, op, kind, ctx) < 0 ||

@@ -69,7 +69,7 @@ int tn_score_parse_distance(tn_score_args *s, PyObject *args, PyObject *kw, int 
         same_shape(&s->a, &s->b, op, "a", "b") < 0)
         return -1;
     if (!(s->eps >= 0)) {
-        PyErr_Format(PyExc_ValueError, "%s: eps must be >= 0, got %g", op, s->eps);
+        tn_errorf(PyExc_ValueError, "%s: eps must be >= 0, got %g", op, s->eps);
         return -1;
     }
     s->N = s->a.dim[0], s->C = s->a.dim[1], s->H = s->a.dim[2], s->W = s->a.dim[3];
@@ -120,9 +120,9 @@ int tn_score_parse_gaussian(tn_score_args *s, PyObject *args, PyObject *kw, cons
     }
     // The radius must stay a small int: a huge sigma would ask for a huge kernel.
     if (!(s->sigma >= 0) || !(s->truncate >= 0) || s->sigma * s->truncate > 1e6) {
-        PyErr_Format(PyExc_ValueError,
-                     "%s: sigma and truncate must be >= 0 with sigma*truncate <= 1e6, got "
-                     "sigma %g, truncate %g", op, s->sigma, s->truncate);
+        tn_errorf(PyExc_ValueError,
+                  "%s: sigma and truncate must be >= 0 with sigma*truncate <= 1e6, got "
+                  "sigma %g, truncate %g", op, s->sigma, s->truncate);
         return -1;
     }
     if (take_maps(s, xo, op, "(N, H, W)", kind, ctx) < 0) return -1;
@@ -185,12 +185,12 @@ int tn_score_parse_combine(tn_score_args *s, PyObject *args, PyObject *kw, const
         }
     }
     if (!isfinite(s->w) || !isfinite(s->ratio)) {
-        PyErr_Format(PyExc_ValueError, "%s: w and ratio must be finite, got w %g, ratio %g", op,
-                     s->w, s->ratio);
+        tn_errorf(PyExc_ValueError, "%s: w and ratio must be finite, got w %g, ratio %g", op,
+                  s->w, s->ratio);
         return -1;
     }
-    if (take(&s->a, d1o, op, "d1", -1, "an array", kind, ctx) < 0 ||
-        take(&s->b, d2o, op, "d2", -1, "an array", kind, ctx) < 0 ||
+    if (take(&s->a, d1o, op, "d1", -1, "(any shape)", kind, ctx) < 0 ||
+        take(&s->b, d2o, op, "d2", -1, "(any shape)", kind, ctx) < 0 ||
         same_shape(&s->a, &s->b, op, "d1", "d2") < 0)
         return -1;
     s->N = s->a.size;
@@ -203,29 +203,26 @@ void tn_score_args_clear(tn_score_args *s) {
     tn_arg_clear(&s->out);
 }
 
-// ---------------------------------------------------------------------------
-// the CPU ops
-
-#define NOT_PARSED (-1)  // the parse failed: its exception is set
-
-// out (a new reference), or NULL with the exception for the kernel's status;
-// releases s either way.
-static PyObject *finish(tn_score_args *s, int status, const char *op) {
+PyObject *tn_score_finish(tn_score_args *s, int status, const char *op,
+                          PyObject *(*raise)(int status, const char *op)) {
     PyObject *ret = NULL;
     if (status == TN_OK) {
         ret = s->out.ref;
         Py_INCREF(ret);
-    } else if (status != NOT_PARSED) {
-        tn_error(status, op);
+    } else if (status != TN_NOT_PARSED) {
+        raise(status, op);
     }
     tn_score_args_clear(s);
     return ret;
 }
 
+// ---------------------------------------------------------------------------
+// the CPU ops
+
 static PyObject *distance(PyObject *args, PyObject *kw, int cosine) {
     const char *op = cosine ? "cosine_distance" : "l2_distance";
     tn_score_args s;
-    int st = NOT_PARSED;
+    int st = TN_NOT_PARSED;
     if (tn_score_parse_distance(&s, args, kw, cosine, op, &tn_host_any, NULL) == 0) {
         const int64_t L = s.H * s.W;
         Py_BEGIN_ALLOW_THREADS
@@ -233,7 +230,7 @@ static PyObject *distance(PyObject *args, PyObject *kw, int cosine) {
                     : score_l2_distance(s.out.data, s.a.data, s.b.data, s.N, s.C, L, s.squared);
         Py_END_ALLOW_THREADS
     }
-    return finish(&s, st, op);
+    return tn_score_finish(&s, st, op, tn_error);
 }
 
 static PyObject *py_l2_distance(PyObject *self, PyObject *args, PyObject *kw) {
@@ -247,41 +244,41 @@ static PyObject *py_cosine_distance(PyObject *self, PyObject *args, PyObject *kw
 static PyObject *py_upsample_bilinear(PyObject *self, PyObject *args, PyObject *kw) {
     const char *op = "upsample_bilinear";
     tn_score_args s;
-    int st = NOT_PARSED;
+    int st = TN_NOT_PARSED;
     if (tn_score_parse_upsample(&s, args, kw, op, &tn_host_any, NULL) == 0) {
         Py_BEGIN_ALLOW_THREADS
         st = score_upsample_bilinear(s.out.data, s.a.data, s.N, s.H, s.W, s.OH, s.OW,
                                      s.align_corners);
         Py_END_ALLOW_THREADS
     }
-    return finish(&s, st, op);
+    return tn_score_finish(&s, st, op, tn_error);
 }
 
 static PyObject *py_gaussian_filter(PyObject *self, PyObject *args, PyObject *kw) {
     const char *op = "gaussian_filter";
     tn_score_args s;
-    int st = NOT_PARSED;
+    int st = TN_NOT_PARSED;
     if (tn_score_parse_gaussian(&s, args, kw, op, &tn_host_any, NULL) == 0) {
         Py_BEGIN_ALLOW_THREADS
         st = score_gaussian_filter(s.out.data, s.a.data, s.N, s.H, s.W, s.sigma, s.truncate,
                                    s.mode);
         Py_END_ALLOW_THREADS
     }
-    return finish(&s, st, op);
+    return tn_score_finish(&s, st, op, tn_error);
 }
 
 // box_pool, or image_score with image_max
 static PyObject *pool(PyObject *args, PyObject *kw, int image_max) {
     const char *op = image_max ? "image_score" : "box_pool";
     tn_score_args s;
-    int st = NOT_PARSED;
+    int st = TN_NOT_PARSED;
     if (tn_score_parse_pool(&s, args, kw, image_max, op, &tn_host_any, NULL) == 0) {
         Py_BEGIN_ALLOW_THREADS
         st = image_max ? score_image_max(s.out.data, s.a.data, s.N, s.H, s.W, s.kernel, s.rounds)
                        : score_box_pool(s.out.data, s.a.data, s.N, s.H, s.W, s.kernel, s.rounds);
         Py_END_ALLOW_THREADS
     }
-    return finish(&s, st, op);
+    return tn_score_finish(&s, st, op, tn_error);
 }
 
 static PyObject *py_box_pool(PyObject *self, PyObject *args, PyObject *kw) {
@@ -295,7 +292,7 @@ static PyObject *py_image_score(PyObject *self, PyObject *args, PyObject *kw) {
 static PyObject *py_combine_maps(PyObject *self, PyObject *args, PyObject *kw) {
     const char *op = "combine_maps";
     tn_score_args s;
-    int st = NOT_PARSED;
+    int st = TN_NOT_PARSED;
     double used = 0;
     if (tn_score_parse_combine(&s, args, kw, op, &tn_host_any, NULL) == 0) {
         Py_BEGIN_ALLOW_THREADS
@@ -303,7 +300,7 @@ static PyObject *py_combine_maps(PyObject *self, PyObject *args, PyObject *kw) {
                            s.compute_ratio);
         Py_END_ALLOW_THREADS
     }
-    PyObject *out = finish(&s, st, op);
+    PyObject *out = tn_score_finish(&s, st, op, tn_error);
     return out ? Py_BuildValue("Nd", out, used) : NULL;
 }
 
