@@ -77,3 +77,13 @@ int tn_arg_overlap(const tn_arg *a, const tn_arg *b) {
     return p < q + b->size * (Py_ssize_t)sizeof(float) &&
            q < p + a->size * (Py_ssize_t)sizeof(float);
 }
+
+PyObject *tn_arg_result(PyObject *result, int status, const char *op,
+                        PyObject *(*raise)(int status, const char *op)) {
+    if (status == TN_OK) {
+        Py_INCREF(result);
+        return result;
+    }
+    if (status != TN_NOT_PARSED) raise(status, op);
+    return NULL;
+}

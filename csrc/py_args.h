@@ -55,4 +55,11 @@ int tn_arg_dims(const tn_arg *a, const char *op, const char *name, int ndim,
 // Whether the data of a and b share memory (host or device addresses).
 int tn_arg_overlap(const tn_arg *a, const tn_arg *b);
 
+// What an op's glue returns: `result` (a new reference) for status TN_OK,
+// else NULL with the exception `raise` sets for the kernel's status (tn_error
+// on the CPU), or none more for TN_NOT_PARSED (the parse failed and set it).
+#define TN_NOT_PARSED (-1)
+PyObject *tn_arg_result(PyObject *result, int status, const char *op,
+                        PyObject *(*raise)(int status, const char *op));
+
 #endif

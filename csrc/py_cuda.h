@@ -57,6 +57,15 @@ typedef struct {
 // RuntimeError naming both; outputs are made on the inputs' device.
 extern const tn_arg_kind tn_cuda_f32;
 
+// st = an op entry `call` (a tn_cuda_* status) on device `dev`, without the GIL.
+#define TN_CUDA_RUN(st, dev, call)                \
+    do {                                          \
+        Py_BEGIN_ALLOW_THREADS                    \
+        (st) = tn_cuda_set_device(dev);           \
+        if ((st) == TN_OK) (st) = (call);         \
+        Py_END_ALLOW_THREADS                      \
+    } while (0)
+
 // Set the exception for a CUDA status (TN_ENOMEM -> MemoryError, TN_EINVAL
 // -> ValueError, others -> RuntimeError) with tn_cuda_last_error()'s
 // message; returns NULL.

@@ -18,22 +18,11 @@ static PyObject *py_ode_combine(PyObject *self, PyObject *args, PyObject *kw) {
     const char *op = "cuda_ode_combine";
     tn_devctx ctx = TN_DEVCTX_INIT;
     tn_ode_args p;
-    PyObject *ret = NULL;
-    int st;
-    if (tn_ode_parse_combine(&p, args, kw, op, &tn_cuda_f32, &ctx) < 0) goto exit;
-    Py_BEGIN_ALLOW_THREADS
-    st = tn_cuda_set_device(ctx.dev);
-    if (st == TN_OK)
-        st = tn_cuda_ode_combine(p.out.data, p.y.data, p.kp, F64(p.coeffs), p.K, F64(p.h), p.B,
-                                 p.D);
-    Py_END_ALLOW_THREADS
-    if (st != TN_OK) {
-        tn_cuda_raise(st, op);
-        goto exit;
-    }
-    ret = p.out.ref;
-    Py_INCREF(ret);
-exit:
+    int st = TN_NOT_PARSED;
+    if (tn_ode_parse_combine(&p, args, kw, op, &tn_cuda_f32, &ctx) == 0)
+        TN_CUDA_RUN(st, ctx.dev, tn_cuda_ode_combine(p.out.data, p.y.data, p.kp, F64(p.coeffs), p.K, F64(p.h),
+                                     p.B, p.D));
+    PyObject *ret = tn_arg_result(p.out.ref, st, op, tn_cuda_raise);
     tn_ode_args_clear(&p);
     return ret;
 }
@@ -42,22 +31,12 @@ static PyObject *py_ode_error_norm(PyObject *self, PyObject *args, PyObject *kw)
     const char *op = "cuda_ode_error_norm";
     tn_devctx ctx = TN_DEVCTX_INIT;
     tn_ode_args p;
-    PyObject *ret = NULL;
-    int st;
-    if (tn_ode_parse_error_norm(&p, args, kw, op, &tn_cuda_f32, &ctx) < 0) goto exit;
-    Py_BEGIN_ALLOW_THREADS
-    st = tn_cuda_set_device(ctx.dev);
-    if (st == TN_OK)
-        st = tn_cuda_ode_error_norm((double *)PyArray_DATA(p.norm), p.kp, F64(p.coeffs), p.K,
-                                    F64(p.h), p.y.data, p.y_new.data, p.rtol, p.atol, p.B, p.D);
-    Py_END_ALLOW_THREADS
-    if (st != TN_OK) {
-        tn_cuda_raise(st, op);
-        goto exit;
-    }
-    ret = (PyObject *)p.norm;
-    Py_INCREF(ret);
-exit:
+    int st = TN_NOT_PARSED;
+    if (tn_ode_parse_error_norm(&p, args, kw, op, &tn_cuda_f32, &ctx) == 0)
+        TN_CUDA_RUN(st, ctx.dev, tn_cuda_ode_error_norm((double *)PyArray_DATA(p.norm), p.kp, F64(p.coeffs), p.K,
+                                        F64(p.h), p.y.data, p.y_new.data, p.rtol, p.atol, p.B,
+                                        p.D));
+    PyObject *ret = tn_arg_result((PyObject *)p.norm, st, op, tn_cuda_raise);
     tn_ode_args_clear(&p);
     return ret;
 }

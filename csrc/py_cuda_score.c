@@ -14,15 +14,6 @@
 #define KW (METH_VARARGS | METH_KEYWORDS)
 #define FN(f) ((PyCFunction)(void (*)(void))(f))
 
-// st = the entry `call` on the inputs' device, without the GIL.
-#define RUN(ctx, call)                            \
-    do {                                          \
-        Py_BEGIN_ALLOW_THREADS                    \
-        st = tn_cuda_set_device((ctx).dev);       \
-        if (st == TN_OK) st = (call);             \
-        Py_END_ALLOW_THREADS                      \
-    } while (0)
-
 // NaN / inf, and F's coefficient beyond float range, are the CPU op's
 // ValueError with its message; CUDA failures carry their own.
 static PyObject *score_raise(int status, const char *op) {
@@ -37,7 +28,7 @@ static PyObject *distance(PyObject *args, PyObject *kw, int cosine) {
     int st = TN_NOT_PARSED;
     if (tn_score_parse_distance(&s, args, kw, cosine, op, &tn_cuda_f32, &ctx) == 0) {
         const int64_t L = s.H * s.W;
-        RUN(ctx, cosine ? tn_cuda_cosine_distance(s.out.data, s.a.data, s.b.data, s.N, s.C, L,
+        TN_CUDA_RUN(st, ctx.dev, cosine ? tn_cuda_cosine_distance(s.out.data, s.a.data, s.b.data, s.N, s.C, L,
                                                   s.eps)
                         : tn_cuda_l2_distance(s.out.data, s.a.data, s.b.data, s.N, s.C, L,
                                               s.squared));
@@ -59,7 +50,7 @@ static PyObject *py_upsample_bilinear(PyObject *self, PyObject *args, PyObject *
     tn_score_args s;
     int st = TN_NOT_PARSED;
     if (tn_score_parse_upsample(&s, args, kw, op, &tn_cuda_f32, &ctx) == 0)
-        RUN(ctx, tn_cuda_upsample_bilinear(s.out.data, s.a.data, s.N, s.H, s.W, s.OH, s.OW,
+        TN_CUDA_RUN(st, ctx.dev, tn_cuda_upsample_bilinear(s.out.data, s.a.data, s.N, s.H, s.W, s.OH, s.OW,
                                            s.align_corners));
     return tn_score_finish(&s, st, op, score_raise);
 }
@@ -70,7 +61,7 @@ static PyObject *py_gaussian_filter(PyObject *self, PyObject *args, PyObject *kw
     tn_score_args s;
     int st = TN_NOT_PARSED;
     if (tn_score_parse_gaussian(&s, args, kw, op, &tn_cuda_f32, &ctx) == 0)
-        RUN(ctx, tn_cuda_gaussian_filter(s.out.data, s.a.data, s.N, s.H, s.W, s.sigma,
+        TN_CUDA_RUN(st, ctx.dev, tn_cuda_gaussian_filter(s.out.data, s.a.data, s.N, s.H, s.W, s.sigma,
                                          s.truncate, s.mode));
     return tn_score_finish(&s, st, op, score_raise);
 }
@@ -82,7 +73,7 @@ static PyObject *pool(PyObject *args, PyObject *kw, int image_max) {
     tn_score_args s;
     int st = TN_NOT_PARSED;
     if (tn_score_parse_pool(&s, args, kw, image_max, op, &tn_cuda_f32, &ctx) == 0)
-        RUN(ctx, image_max
+        TN_CUDA_RUN(st, ctx.dev, image_max
                      ? tn_cuda_image_score(s.out.data, s.a.data, s.N, s.H, s.W, s.kernel, s.rounds)
                      : tn_cuda_box_pool(s.out.data, s.a.data, s.N, s.H, s.W, s.kernel, s.rounds));
     return tn_score_finish(&s, st, op, score_raise);
@@ -103,7 +94,7 @@ static PyObject *py_combine_maps(PyObject *self, PyObject *args, PyObject *kw) {
     int st = TN_NOT_PARSED;
     double used = 0;
     if (tn_score_parse_combine(&s, args, kw, op, &tn_cuda_f32, &ctx) == 0)
-        RUN(ctx, tn_cuda_combine_maps(s.out.data, &used, s.a.data, s.b.data, s.N, s.w, s.ratio,
+        TN_CUDA_RUN(st, ctx.dev, tn_cuda_combine_maps(s.out.data, &used, s.a.data, s.b.data, s.N, s.w, s.ratio,
                                       s.compute_ratio));
     PyObject *out = tn_score_finish(&s, st, op, score_raise);
     return out ? Py_BuildValue("Nd", out, used) : NULL;

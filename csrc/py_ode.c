@@ -180,19 +180,13 @@ PyDoc_STRVAR(ode_combine_doc,
 static PyObject *py_ode_combine(PyObject *self, PyObject *args, PyObject *kw) {
     const char *op = "ode_combine";
     tn_ode_args p;
-    PyObject *ret = NULL;
-    int status;
-    if (tn_ode_parse_combine(&p, args, kw, op, &tn_host_f32, NULL) < 0) goto exit;
-    Py_BEGIN_ALLOW_THREADS
-    status = ode_combine(p.out.data, p.y.data, p.kp, F64(p.coeffs), p.K, F64(p.h), p.B, p.D);
-    Py_END_ALLOW_THREADS
-    if (status != TN_OK) {
-        tn_error(status, op);
-        goto exit;
+    int st = TN_NOT_PARSED;
+    if (tn_ode_parse_combine(&p, args, kw, op, &tn_host_f32, NULL) == 0) {
+        Py_BEGIN_ALLOW_THREADS
+        st = ode_combine(p.out.data, p.y.data, p.kp, F64(p.coeffs), p.K, F64(p.h), p.B, p.D);
+        Py_END_ALLOW_THREADS
     }
-    ret = p.out.ref;
-    Py_INCREF(ret);
-exit:
+    PyObject *ret = tn_arg_result(p.out.ref, st, op, tn_error);
     tn_ode_args_clear(&p);
     return ret;
 }
@@ -210,20 +204,14 @@ PyDoc_STRVAR(ode_error_norm_doc,
 static PyObject *py_ode_error_norm(PyObject *self, PyObject *args, PyObject *kw) {
     const char *op = "ode_error_norm";
     tn_ode_args p;
-    PyObject *ret = NULL;
-    int status;
-    if (tn_ode_parse_error_norm(&p, args, kw, op, &tn_host_f32, NULL) < 0) goto exit;
-    Py_BEGIN_ALLOW_THREADS
-    status = ode_error_norm((double *)PyArray_DATA(p.norm), p.kp, F64(p.coeffs), p.K, F64(p.h),
+    int st = TN_NOT_PARSED;
+    if (tn_ode_parse_error_norm(&p, args, kw, op, &tn_host_f32, NULL) == 0) {
+        Py_BEGIN_ALLOW_THREADS
+        st = ode_error_norm((double *)PyArray_DATA(p.norm), p.kp, F64(p.coeffs), p.K, F64(p.h),
                             p.y.data, p.y_new.data, p.rtol, p.atol, p.B, p.D);
-    Py_END_ALLOW_THREADS
-    if (status != TN_OK) {
-        tn_error(status, op);
-        goto exit;
+        Py_END_ALLOW_THREADS
     }
-    ret = (PyObject *)p.norm;
-    Py_INCREF(ret);
-exit:
+    PyObject *ret = tn_arg_result((PyObject *)p.norm, st, op, tn_error);
     tn_ode_args_clear(&p);
     return ret;
 }

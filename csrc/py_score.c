@@ -205,13 +205,7 @@ void tn_score_args_clear(tn_score_args *s) {
 
 PyObject *tn_score_finish(tn_score_args *s, int status, const char *op,
                           PyObject *(*raise)(int status, const char *op)) {
-    PyObject *ret = NULL;
-    if (status == TN_OK) {
-        ret = s->out.ref;
-        Py_INCREF(ret);
-    } else if (status != TN_NOT_PARSED) {
-        raise(status, op);
-    }
+    PyObject *ret = tn_arg_result(s->out.ref, status, op, raise);
     tn_score_args_clear(s);
     return ret;
 }

@@ -33,10 +33,7 @@ int tn_score_parse_combine(tn_score_args *s, PyObject *args, PyObject *kw, const
                            const tn_arg_kind *kind, void *ctx);
 void tn_score_args_clear(tn_score_args *s);
 
-// What a scoring op returns: s->out (a new reference) for status TN_OK, else
-// NULL with the exception `raise` sets for the kernel's status, or none more
-// for TN_NOT_PARSED (the parse failed and set it); releases s either way.
-#define TN_NOT_PARSED (-1)
+// tn_arg_result for s->out, then releases s.
 PyObject *tn_score_finish(tn_score_args *s, int status, const char *op,
                           PyObject *(*raise)(int status, const char *op));
 

@@ -46,7 +46,7 @@ __global__ void score_flag_nonfinite_f32(int *__restrict__ flag, const float *__
     if (__syncthreads_or(bad) && threadIdx.x == 0) *flag = 1;
 }
 
-// An op's input check: begin() zeroes the flag, check() queues a scan of one
+// An op's input check: begin() zeroes the flag (and gives the stream), check() queues a scan of one
 // input, result() brings the flag back (waits for the stream): TN_ENAN or
 // TN_OK. `extra` floats stored after the flag come back with it
 // (combine_maps' maxima).
@@ -54,8 +54,10 @@ struct ScoreCheck {
     TnBuffer buf;
     cudaStream_t st = nullptr;
     int extra = 0;
-    int begin(cudaStream_t s, int n_extra = 0) {
-        st = s;
+    // *s: the current device's stream, where the op queues its kernels.
+    int begin(cudaStream_t *s, int n_extra = 0) {
+        TN_TRY(tn_cuda_stream(&st));
+        *s = st;
         extra = n_extra;
         TN_TRY(buf.alloc(sizeof(int) + sizeof(float) * (size_t)extra));
         TN_CUDA_CHECK(cudaMemsetAsync(buf.ptr, 0, sizeof(int), st));
@@ -147,9 +149,8 @@ template <bool COSINE>
 int score_distance_f32_cuda(float *out, const float *a, const float *b, int64_t N, int64_t C,
                             int64_t L, int squared, double eps) {
     cudaStream_t st;
-    TN_TRY(tn_cuda_stream(&st));
     ScoreCheck chk;
-    TN_TRY(chk.begin(st));
+    TN_TRY(chk.begin(&st));
     TN_TRY(chk.check(a, N * C * L));
     TN_TRY(chk.check(b, N * C * L));
     const int64_t tiles = N * ((L + SC_DIST_POS - 1) / SC_DIST_POS);
@@ -259,9 +260,8 @@ int score_pool_f32_cuda(float *out, const float *x, int64_t N, int64_t H, int64_
         return tn_cuda_fail(TN_EINVAL, __FILE__, __LINE__, "box_pool",
                             "needs kernel >= 1, rounds >= 0, H, W > rounds*(kernel-1)");
     cudaStream_t st;
-    TN_TRY(tn_cuda_stream(&st));
     ScoreCheck chk;
-    TN_TRY(chk.begin(st));
+    TN_TRY(chk.begin(&st));
     TN_TRY(chk.check(x, N * H * W));
     if (rounds == 0 || k == 1) {  // nothing to pool
         if (image_max) {
@@ -357,9 +357,8 @@ extern "C" int tn_cuda_cosine_distance(float *out, const float *a, const float *
 extern "C" int tn_cuda_upsample_bilinear(float *out, const float *x, int64_t N, int64_t h,
                                          int64_t w, int64_t H, int64_t W, int align_corners) {
     cudaStream_t st;
-    TN_TRY(tn_cuda_stream(&st));
     ScoreCheck chk;
-    TN_TRY(chk.begin(st));
+    TN_TRY(chk.begin(&st));
     TN_TRY(chk.check(x, N * h * w));
     score_upsample_bilinear_f32<<<tn_blocks(N * H * W), TN_THREADS, 0, st>>>(out, x, N, h, w, H,
                                                                             W, align_corners);
@@ -371,9 +370,8 @@ extern "C" int tn_cuda_upsample_bilinear(float *out, const float *x, int64_t N, 
 extern "C" int tn_cuda_gaussian_filter(float *out, const float *x, int64_t N, int64_t H,
                                        int64_t W, double sigma, double truncate, int mode) {
     cudaStream_t st;
-    TN_TRY(tn_cuda_stream(&st));
     ScoreCheck chk;
-    TN_TRY(chk.begin(st));
+    TN_TRY(chk.begin(&st));
     TN_TRY(chk.check(x, N * H * W));
     const int64_t n = N * H * W, r = score_gauss_radius(sigma, truncate);
     if (r < 0) {  // sigma ~ 0: a copy, as scipy
@@ -424,9 +422,8 @@ extern "C" int tn_cuda_combine_maps(float *out, double *ratio_used, const float 
                                     const float *d2, int64_t n, double w, double ratio,
                                     int compute_ratio) {
     cudaStream_t st;
-    TN_TRY(tn_cuda_stream(&st));
     ScoreCheck chk;
-    TN_TRY(chk.begin(st, 2));
+    TN_TRY(chk.begin(&st, 2));
     const unsigned nb = tn_blocks(n), blocks = nb < SC_RED_BLOCKS ? nb : SC_RED_BLOCKS;
     TnBuffer part;
     TN_TRY(part.alloc(sizeof(float) * 2 * SC_RED_BLOCKS));
