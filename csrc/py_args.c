@@ -3,10 +3,9 @@
 
 #include <stdio.h>
 
-static void from_numpy(tn_arg *a, PyArrayObject *x, PyObject *orig, const tn_arg_kind *kind) {
+static void from_numpy(tn_arg *a, PyArrayObject *x, PyObject *orig) {
     a->ref = (PyObject *)x;
     a->orig = orig;
-    a->kind = kind;
     a->data = (float *)PyArray_DATA(x);
     a->ndim = PyArray_NDIM(x);
     a->dim = PyArray_DIMS(x);
@@ -18,7 +17,7 @@ static int take_strict(tn_arg *a, PyObject *obj, const char *op, const char *nam
                        const char *expect, void *ctx) {
     PyArrayObject *x = tn_f32(obj, op, name, -1, expect);
     if (!x) return -1;
-    from_numpy(a, x, obj, &tn_host_f32);
+    from_numpy(a, x, obj);
     return 0;
 }
 
@@ -26,19 +25,19 @@ static int take_any(tn_arg *a, PyObject *obj, const char *op, const char *name,
                     const char *expect, void *ctx) {
     PyArrayObject *x = tn_as(obj, NPY_FLOAT32, op, name);
     if (!x) return -1;
-    from_numpy(a, x, obj, &tn_host_any);
+    from_numpy(a, x, obj);
     return 0;
 }
 
 static int empty_host(tn_arg *a, int ndim, const Py_ssize_t *dim, void *ctx) {
     PyArrayObject *x = tn_empty(ndim, dim, NPY_FLOAT32);
     if (!x) return -1;
-    from_numpy(a, x, NULL, &tn_host_f32);
+    from_numpy(a, x, NULL);
     return 0;
 }
 
-const tn_arg_kind tn_host_f32 = {take_strict, empty_host, tn_describe};
-const tn_arg_kind tn_host_any = {take_any, empty_host, tn_describe};
+const tn_arg_kind tn_host_f32 = {take_strict, empty_host};
+const tn_arg_kind tn_host_any = {take_any, empty_host};
 
 void tn_arg_clear(tn_arg *a) {
     Py_CLEAR(a->ref);
@@ -46,7 +45,7 @@ void tn_arg_clear(tn_arg *a) {
 }
 
 const char *tn_arg_describe(const tn_arg *a, char *buf, size_t n) {
-    return a->kind->describe(a->orig ? a->orig : a->ref, buf, n);
+    return tn_describe_arg(a->orig ? a->orig : a->ref, buf, n);
 }
 
 int tn_arg_nonzero(const tn_arg *a, const char *op, const char *name) {
@@ -58,18 +57,6 @@ int tn_arg_nonzero(const tn_arg *a, const char *op, const char *name) {
             return -1;
         }
     return 0;
-}
-
-int tn_arg_dims(const tn_arg *a, const char *op, const char *name, int ndim,
-                const Py_ssize_t *want, const char *expect) {
-    int ok = a->ndim == ndim;
-    for (int i = 0; ok && i < ndim; i++)
-        if (want[i] >= 0 && a->dim[i] != want[i]) ok = 0;
-    if (ok) return 0;
-    char got[200];
-    PyErr_Format(PyExc_ValueError, "%s: %s must be %s, got %s", op, name, expect,
-                 tn_arg_describe(a, got, sizeof got));
-    return -1;
 }
 
 int tn_arg_overlap(const tn_arg *a, const tn_arg *b) {

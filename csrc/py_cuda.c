@@ -514,7 +514,6 @@ int tn_cuda_add_types(PyObject *m) {
 static void arg_from_da(tn_arg *a, tn_DeviceArray *x, PyObject *orig) {
     a->ref = (PyObject *)x;
     a->orig = orig;
-    a->kind = &tn_cuda_f32;
     a->data = (float *)x->ptr;
     a->ndim = x->ndim;
     a->dim = x->shape;
@@ -560,7 +559,7 @@ static int arg_empty_da(tn_arg *a, int ndim, const Py_ssize_t *dim, void *ctx) {
     return 0;
 }
 
-const tn_arg_kind tn_cuda_f32 = {arg_take_da, arg_empty_da, tn_da_describe};
+const tn_arg_kind tn_cuda_f32 = {arg_take_da, arg_empty_da};
 
 // ---------------------------------------------------------------------------
 // device functions (timenet.cuda)

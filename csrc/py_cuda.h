@@ -57,7 +57,9 @@ typedef struct {
 // RuntimeError naming both; outputs are made on the inputs' device.
 extern const tn_arg_kind tn_cuda_f32;
 
-// st = an op entry `call` (a tn_cuda_* status) on device `dev`, without the GIL.
+// st = an op entry `call` (a tn_cuda_* status) on device `dev`, without the
+// GIL; the glue then turns st into its result (tn_arg_result). RUN_CUDA
+// below raises and jumps instead.
 #define TN_CUDA_RUN(st, dev, call)                \
     do {                                          \
         Py_BEGIN_ALLOW_THREADS                    \

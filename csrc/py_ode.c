@@ -15,7 +15,7 @@ static int take_like_y(tn_arg *a, PyObject *obj, const tn_ode_args *p, const cha
              tn_arg_describe(&p->y, got, sizeof got));
     if (kind->take(a, obj, op, name, expect, ctx) < 0 || tn_arg_nonzero(a, op, name) < 0)
         return -1;
-    return tn_arg_dims(a, op, name, p->y.ndim, p->y.dim, expect);
+    return tn_check_shape(a->ref, op, name, p->y.ndim, p->y.dim, expect);
 }
 
 // y: float32 (B, ...) -> p->y, p->B, p->D.
