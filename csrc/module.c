@@ -41,6 +41,7 @@ static PyMethodDef *const families[] = {
     tn_score_methods,
     tn_cuda_methods,
     tn_cuda_ops_methods,
+    tn_cuda_metrics_methods,
 };
 
 static int core_exec(PyObject *m) {
