@@ -9,15 +9,17 @@
 #    nvcc or cuDNN is missing), for this GPU's architecture unless
 #    TIMENET_CUDA_ARCH says otherwise;
 # 2. runs tests/test_cuda.py (every engine op on CUDA against the CPU, forward
-#    and backward; the allocator; a U-Net and an AdamW step);
+#    and backward; the allocator; a U-Net and an AdamW step) and
+#    tests/test_cuda_metrics.py (the metrics' sort on the GPU against the CPU);
 # 3. runs benchmarks/gpu.py: CUDA vs CPU on one paper-preset image, training
 #    images/s and one-step inference images/s (denoiser + TPN + scoring) of the
 #    paper preset at 256x256, peak GPU memory, and the same U-Net in PyTorch
 #    side by side where an interpreter with torch is found (TORCH_PYTHON, this
-#    PYTHON, or python3); skipped cleanly otherwise.
-# Arguments are passed to benchmarks/gpu.py. Budget: under 8 minutes on one
+#    PYTHON, or python3); skipped cleanly otherwise; then
+#    benchmarks/gpu_metrics.py: P-AUROC and AUPRO of 160 x 256^2 maps, GPU vs CPU.
+# Arguments are passed to benchmarks/gpu.py. Budget: under 9 minutes on one
 # A100/H100-class GPU: the build, the tests and the benchmark are limited to
-# 120 + 150 + 200 s (what a phase printed before its limit stays on screen;
+# 120 + 150 + 200 + 60 s (what a phase printed before its limit stays on screen;
 # --quick halves the benchmark). Exit status: 0 when the
 # build, the tests and the benchmark ran clean; 2 when there is no GPU (the
 # checks were skipped, which is not a pass); 1 otherwise.
@@ -58,12 +60,13 @@ have_gpu=$("$PY" -c "import timenet; print(int(timenet.cuda.is_available()))" 2>
 
 say "CUDA tests"
 TIMENET_EXPECT_CUDA_BUILD=1 timeout 150 "$PY" -m pytest -q -p no:cacheprovider --maxfail=25 \
-    tests/test_cuda.py || { echo "FAILED: tests/test_cuda.py"; status=1; }
+    tests/test_cuda.py tests/test_cuda_metrics.py || { echo "FAILED: the CUDA tests"; status=1; }
 
 say "benchmark"
 torch_args=()
 if [ -n "${TORCH_PYTHON:-}" ]; then torch_args=(--torch-python "$TORCH_PYTHON"); fi
 timeout 200 "$PY" -u benchmarks/gpu.py "${torch_args[@]}" "$@" || { echo "FAILED: benchmarks/gpu.py"; status=1; }
+timeout 60 "$PY" -u benchmarks/gpu_metrics.py --repeat 3 || { echo "FAILED: benchmarks/gpu_metrics.py"; status=1; }
 
 say "done"
 if [ "$have_gpu" != "1" ]; then
