@@ -87,6 +87,12 @@ int tn_cuda_device_name(int dev, char *buf, size_t n, int *major, int *minor);
 // off by default (exact float32 products, as the CPU engine).
 void tn_cuda_set_allow_tf32(int on);
 int tn_cuda_get_allow_tf32(void);
+// bf16 autocast, per thread (timenet.cuda.autocast): while on, conv2d,
+// linear and attention (forward and backward) compute from bfloat16 copies
+// of their float32 operands with float32 accumulation; their outputs and
+// gradients stay float32 arrays. Off by default.
+void tn_cuda_set_autocast(int on);
+int tn_cuda_get_autocast(void);
 // cuDNN algorithms: 1 (default) times every algorithm once per shape
 // (cudnnFind*), 0 takes cuDNN's heuristic choice (cudnnGet*_v7).
 void tn_cuda_set_cudnn_benchmark(int on);
