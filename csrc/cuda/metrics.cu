@@ -217,9 +217,9 @@ struct ProTerm {
 // 1.0 / size, as the double the CPU adds, exactly in 96-bit fixed point.
 ProSum region_weight(uint32_t size) {
     int e;
-    const double f = frexp(1.0 / (double)size, &e);            // f in [0.5, 1), e in [-30, 1]
+    const double f = frexp(1.0 / (double)size, &e);  // f in [0.5, 1), e in [-30, 1]
     const unsigned long long mant = (unsigned long long)ldexp(f, 53);  // exact: 53 bits
-    const int s = e - 53 + 96;                                  // 2^96 / size = mant 2^s, s in [13, 44]
+    const int s = e - 53 + 96;  // the weight is mant 2^s, s in [13, 44]
     return ProSum{mant << s, mant >> (64 - s), 0};
 }
 
