@@ -60,18 +60,6 @@ PyObject *tn_cuda_raise(int status, const char *op) {
     return NULL;
 }
 
-// Run a runtime call without the GIL; on failure raise and jump to exit.
-#define RUN_CUDA(op, call)                        \
-    do {                                          \
-        int st_;                                  \
-        Py_BEGIN_ALLOW_THREADS st_ = (call);      \
-        Py_END_ALLOW_THREADS                      \
-        if (st_ != TN_OK) {                       \
-            tn_cuda_raise(st_, op);               \
-            goto exit;                            \
-        }                                         \
-    } while (0)
-
 // A device index argument: 0 <= dev < count, made current. -1 on error.
 static int use_device(int dev, const char *op) {
     int st = tn_cuda_set_device(dev);

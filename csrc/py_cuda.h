@@ -49,4 +49,16 @@ const char *tn_da_describe(PyObject *obj, char *buf, size_t n);
 // message; returns NULL.
 PyObject *tn_cuda_raise(int status, const char *op);
 
+// Run a CUDA call without the GIL; on failure raise and jump to exit.
+#define RUN_CUDA(op, call)                        \
+    do {                                          \
+        int st_;                                  \
+        Py_BEGIN_ALLOW_THREADS st_ = (call);      \
+        Py_END_ALLOW_THREADS                      \
+        if (st_ != TN_OK) {                       \
+            tn_cuda_raise(st_, op);               \
+            goto exit;                            \
+        }                                         \
+    } while (0)
+
 #endif

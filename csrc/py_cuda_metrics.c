@@ -132,18 +132,6 @@ exit:
     return ret;
 }
 
-// Run a device sweep without the GIL; on failure raise and jump to exit.
-#define SWEEP(op, call)                           \
-    do {                                          \
-        int st_;                                  \
-        Py_BEGIN_ALLOW_THREADS st_ = (call);      \
-        Py_END_ALLOW_THREADS                      \
-        if (st_ != TN_OK) {                       \
-            tn_cuda_raise(st_, op);               \
-            goto exit;                            \
-        }                                         \
-    } while (0)
-
 static PyObject *py_cuda_roc_curve(PyObject *self, PyObject *args, PyObject *kw) {
     static const char *op = "cuda_roc_curve";
     static char *kwlist[] = {"scores", "labels", "drop_intermediate", NULL};
@@ -156,10 +144,10 @@ static PyObject *py_cuda_roc_curve(PyObject *self, PyObject *args, PyObject *kw)
                                      &drop))
         return NULL;
     if (sort_scores(&s, scores, labels, op, 1) < 0) goto exit;
-    SWEEP(op, tn_cuda_roc_curve(NULL, NULL, NULL, &m, &s, drop));
+    RUN_CUDA(op, tn_cuda_roc_curve(NULL, NULL, NULL, &m, &s, drop));
     if (tn_metrics_new_curve(m, &fpr, &tpr, &thr) < 0) goto exit;
-    SWEEP(op, tn_cuda_roc_curve(PyArray_DATA(fpr), PyArray_DATA(tpr), PyArray_DATA(thr), &m, &s,
-                                drop));
+    RUN_CUDA(op, tn_cuda_roc_curve(PyArray_DATA(fpr), PyArray_DATA(tpr), PyArray_DATA(thr), &m,
+                                   &s, drop));
     ret = PyTuple_Pack(3, fpr, tpr, thr);
 exit:
     tn_cuda_roc_sorted_free(&s);
@@ -178,7 +166,7 @@ static PyObject *py_cuda_auroc(PyObject *self, PyObject *args, PyObject *kw) {
     if (!PyArg_ParseTupleAndKeywords(args, kw, "OO:cuda_auroc", kwlist, &scores, &labels))
         return NULL;
     if (sort_scores(&s, scores, labels, op, 1) < 0) goto exit;
-    SWEEP(op, tn_cuda_auroc(&area, &s));
+    RUN_CUDA(op, tn_cuda_auroc(&area, &s));
     ret = PyFloat_FromDouble(area);
 exit:
     tn_cuda_roc_sorted_free(&s);
@@ -194,7 +182,7 @@ static PyObject *py_cuda_f1_max(PyObject *self, PyObject *args, PyObject *kw) {
     if (!PyArg_ParseTupleAndKeywords(args, kw, "OO:cuda_f1_max", kwlist, &scores, &labels))
         return NULL;
     if (sort_scores(&s, scores, labels, op, 0) < 0) goto exit;
-    SWEEP(op, tn_cuda_f1_max(&f1, &thr, &s));
+    RUN_CUDA(op, tn_cuda_f1_max(&f1, &thr, &s));
     ret = Py_BuildValue("(dd)", f1, thr);
 exit:
     tn_cuda_roc_sorted_free(&s);
@@ -214,10 +202,10 @@ static PyObject *py_cuda_pro_curve(PyObject *self, PyObject *args, PyObject *kw)
         return NULL;
     if (tn_metrics_check_fraction(max_fpr, op, "max_fpr") < 0) goto exit;
     if (sort_maps(&s, maps, masks, op) < 0) goto exit;
-    SWEEP(op, tn_cuda_pro_curve(NULL, NULL, NULL, &m, &s, max_fpr));
+    RUN_CUDA(op, tn_cuda_pro_curve(NULL, NULL, NULL, &m, &s, max_fpr));
     if (tn_metrics_new_curve(m, &fpr, &pro, &thr) < 0) goto exit;
-    SWEEP(op, tn_cuda_pro_curve(PyArray_DATA(fpr), PyArray_DATA(pro), PyArray_DATA(thr), &m, &s,
-                                max_fpr));
+    RUN_CUDA(op, tn_cuda_pro_curve(PyArray_DATA(fpr), PyArray_DATA(pro), PyArray_DATA(thr), &m,
+                                   &s, max_fpr));
     ret = PyTuple_Pack(3, fpr, pro, thr);
 exit:
     tn_cuda_pro_sorted_free(&s);
@@ -237,7 +225,7 @@ static PyObject *py_cuda_aupro(PyObject *self, PyObject *args, PyObject *kw) {
         return NULL;
     if (tn_metrics_check_fraction(limit, op, "fpr_limit") < 0) goto exit;
     if (sort_maps(&s, maps, masks, op) < 0) goto exit;
-    SWEEP(op, tn_cuda_aupro(&area, &s, limit));
+    RUN_CUDA(op, tn_cuda_aupro(&area, &s, limit));
     ret = PyFloat_FromDouble(area);
 exit:
     tn_cuda_pro_sorted_free(&s);
