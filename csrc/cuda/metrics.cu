@@ -395,6 +395,14 @@ int pro_last_host(int64_t *last, const tn_cuda_pro_sorted *s, double max_fpr) {
     return TN_OK;
 }
 
+// The host curves hold `have` points; the fill needs `need` (what the
+// counting call said: a mismatch would write past them).
+int check_size(int64_t have, int64_t need) {
+    if (have == need) return TN_OK;
+    return tn_cuda_fail(TN_EINVAL, __FILE__, __LINE__, "curve fill",
+                        "the outputs' size is not the curve's point count");
+}
+
 // Copies the (3, count) device points after the origin of host curves a, b, c.
 int curve_to_host(double *a, double *b, double *c, const double *dev, int64_t count) {
     a[0] = b[0] = 0.0;
@@ -421,6 +429,7 @@ int roc_curve(double *fpr, double *tpr, double *thr, int64_t *m, const tn_cuda_r
     }));
     uint32_t count;
     TN_TRY(tn_cuda_memcpy_d2h(&count, p + s->m - 1, sizeof count));
+    if (fpr) TN_TRY(check_size(*m, (int64_t)count + 1));
     *m = (int64_t)count + 1;
     if (!fpr) return TN_OK;
     TnBuffer out;
@@ -475,6 +484,7 @@ int pro_curve(double *fpr, double *pro, double *thr, int64_t *m, const tn_cuda_p
     int64_t last;
     TN_TRY(pro_last_host(&last, s, max_fpr));
     const int64_t count = last + 1;
+    if (fpr) TN_TRY(check_size(*m, count + 1));
     *m = count + 1;
     if (!fpr) return TN_OK;
     cudaStream_t st;
@@ -531,7 +541,8 @@ extern "C" int tn_cuda_roc_sort(tn_cuda_roc_sorted *s, const float *scores,
     return st;
 }
 
-// fpr, tpr, thr (HOST, (*m,)) or all NULL: *m = the number of points.
+// fpr, tpr, thr all NULL: *m = the number of points; else HOST (*m,)
+// outputs, *m their size (as counted), filled.
 extern "C" int tn_cuda_roc_curve(double *fpr, double *tpr, double *thr, int64_t *m,
                                  const tn_cuda_roc_sorted *s, int drop_intermediate) {
     return tn_metrics::roc_curve(fpr, tpr, thr, m, s, drop_intermediate);
@@ -568,8 +579,8 @@ extern "C" int tn_cuda_pro_sort(tn_cuda_pro_sorted *s, const float *maps, const 
     return st;
 }
 
-// fpr, pro, thr (HOST, (*m,)) or all NULL: *m = the number of points, up to
-// the first with fpr > max_fpr (pro.c's pro_curve). Needs nnorm, nregions > 0.
+// As tn_cuda_roc_curve: the points up to the first with fpr > max_fpr
+// (pro.c's pro_curve). Needs nnorm, nregions > 0.
 extern "C" int tn_cuda_pro_curve(double *fpr, double *pro, double *thr, int64_t *m,
                                  const tn_cuda_pro_sorted *s, double max_fpr) {
     return tn_metrics::pro_curve(fpr, pro, thr, m, s, max_fpr);

@@ -253,9 +253,9 @@ typedef struct {
 int tn_cuda_roc_sort(tn_cuda_roc_sorted *s, const float *scores, const uint8_t *labels,
                      int64_t n);
 void tn_cuda_roc_sorted_free(tn_cuda_roc_sorted *s);
-// roc_curve / auroc / f1_max of metrics.h, outputs on the host; curve
-// outputs all NULL: *m = the number of points only. Need npos > 0 (and
-// nneg > 0 but for F1).
+// roc_curve / auroc / f1_max of metrics.h, outputs on the host. Curves run
+// twice: outputs all NULL, *m = the number of points; then outputs of that
+// size, *m = it (checked). Need npos > 0 (and nneg > 0 but for F1).
 int tn_cuda_roc_curve(double *fpr, double *tpr, double *thr, int64_t *m,
                       const tn_cuda_roc_sorted *s, int drop_intermediate);
 int tn_cuda_auroc(double *area, const tn_cuda_roc_sorted *s);
