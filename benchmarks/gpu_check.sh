@@ -16,7 +16,8 @@
 #    images/s and one-step inference images/s (denoiser + TPN + scoring) of the
 #    paper preset at 256x256, peak GPU memory, and the same U-Net in PyTorch
 #    side by side where an interpreter with torch is found (TORCH_PYTHON, this
-#    PYTHON, or python3); skipped cleanly otherwise.
+#    PYTHON, or python3); skipped cleanly otherwise; then
+#    benchmarks/gpu_metrics.py: P-AUROC and AUPRO of 160 x 256^2 maps, GPU vs CPU.
 # Python: PYTHON, else .venv/bin/python, else python3 (on the lent H200
 # machine: the image's python3 with numpy, scipy, pytest, torch; only
 # scipy-openblas32 is missing there: carry its wheel, downloaded here with
@@ -24,9 +25,9 @@
 #     --implementation cp --platform manylinux_2_28_x86_64 -d .whl scipy-openblas32
 # and this script installs .whl/*.whl into /tmp/site when the import fails).
 # cuDNN: the toolkit's, else the nvidia-cudnn wheel next to PyTorch (setup.py).
-# Arguments are passed to benchmarks/gpu.py. Budget: under 8 minutes on one
+# Arguments are passed to benchmarks/gpu.py. Budget: under 9 minutes on one
 # A100/H100-class GPU: the build, the tests and the benchmark are limited to
-# 120 + 150 + 200 s (what a phase printed before its limit stays on screen;
+# 120 + 150 + 200 + 60 s (what a phase printed before its limit stays on screen;
 # --quick halves the benchmark). Exit status: 0 when the
 # build, the tests and the benchmark ran clean; 2 when there is no GPU (the
 # checks were skipped, which is not a pass); 1 otherwise.
@@ -83,6 +84,7 @@ say "benchmark"
 torch_args=()
 if [ -n "${TORCH_PYTHON:-}" ]; then torch_args=(--torch-python "$TORCH_PYTHON"); fi
 timeout 200 "$PY" -u benchmarks/gpu.py "${torch_args[@]}" "$@" || { echo "FAILED: benchmarks/gpu.py"; status=1; }
+timeout 60 "$PY" -u benchmarks/gpu_metrics.py --repeat 3 || { echo "FAILED: benchmarks/gpu_metrics.py"; status=1; }
 
 say "done"
 if [ "$have_gpu" != "1" ]; then

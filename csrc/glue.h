@@ -23,13 +23,15 @@ extern PyMethodDef tn_metrics_methods[];
 extern PyMethodDef tn_conv_methods[];
 extern PyMethodDef tn_attn_methods[];
 extern PyMethodDef tn_score_methods[];
-// CUDA (py_cuda.c, py_cuda_ops.c): present in every build; without
-// TN_HAVE_CUDA the runtime reports "built without CUDA" and the ops table is
-// empty. tn_cuda_add_types adds the DeviceArray type.
+// CUDA (py_cuda.c, py_cuda_ops.c, py_cuda_metrics.c): present in every
+// build; without TN_HAVE_CUDA the runtime reports "built without CUDA" and
+// the ops and metrics tables are empty. tn_cuda_add_types adds the
+// DeviceArray type.
 extern PyMethodDef tn_cuda_methods[];
 extern PyMethodDef tn_cuda_ops_methods[];
 extern PyMethodDef tn_cuda_ode_methods[];     // py_cuda_ode.c
 extern PyMethodDef tn_cuda_score_methods[];   // py_cuda_score.c
+extern PyMethodDef tn_cuda_metrics_methods[];
 int tn_cuda_add_types(PyObject *m);
 
 // Set a Python exception for a kernel status; returns NULL for `return`.

@@ -43,6 +43,7 @@ static PyMethodDef *const families[] = {
     tn_cuda_ops_methods,
     tn_cuda_ode_methods,
     tn_cuda_score_methods,
+    tn_cuda_metrics_methods,
 };
 
 static int core_exec(PyObject *m) {

@@ -47,6 +47,8 @@ static inline void tn_cuda_set_allow_tf32(int on) { (void)on; }
 static inline int tn_cuda_get_allow_tf32(void) { return 0; }
 static inline void tn_cuda_set_cudnn_benchmark(int on) { (void)on; }
 static inline int tn_cuda_get_cudnn_benchmark(void) { return 1; }
+static inline void tn_cuda_set_autocast(int on) { (void)on; }
+static inline int tn_cuda_get_autocast(void) { return 0; }
 #endif
 
 PyObject *tn_cuda_raise(int status, const char *op) {
@@ -663,6 +665,25 @@ static PyObject *py_cuda_get_cudnn_benchmark(PyObject *self, PyObject *noargs) {
     return PyBool_FromLong(tn_cuda_get_cudnn_benchmark());
 }
 
+// Autocast can be switched off anywhere, on only where there are CUDA ops
+// for it to change (a CPU-only build says why not).
+static PyObject *py_cuda_set_autocast(PyObject *self, PyObject *arg) {
+    int on = PyObject_IsTrue(arg);
+    if (on < 0) return NULL;
+#ifndef TN_HAVE_CUDA
+    if (on) {
+        PyErr_Format(PyExc_RuntimeError, "cuda_set_autocast: bf16 autocast needs the CUDA "
+                     "backend: %s", no_cuda);
+        return NULL;
+    }
+#endif
+    tn_cuda_set_autocast(on);
+    Py_RETURN_NONE;
+}
+static PyObject *py_cuda_get_autocast(PyObject *self, PyObject *noargs) {
+    return PyBool_FromLong(tn_cuda_get_autocast());
+}
+
 PyMethodDef tn_cuda_methods[] = {
     {"cuda_device_count", py_cuda_device_count, METH_NOARGS,
      "cuda_device_count()\n--\n\nCUDA devices (0 without a driver or GPU, or in a CPU-only build)."},
@@ -688,5 +709,9 @@ PyMethodDef tn_cuda_methods[] = {
      "take its heuristic choice."},
     {"cuda_get_cudnn_benchmark", py_cuda_get_cudnn_benchmark, METH_NOARGS,
      "cuda_get_cudnn_benchmark()\n--\n\n"},
+    {"cuda_set_autocast", py_cuda_set_autocast, METH_O,
+     "cuda_set_autocast(flag)\n--\n\nbf16 autocast of conv2d, linear and attention on "
+     "CUDA, for this thread."},
+    {"cuda_get_autocast", py_cuda_get_autocast, METH_NOARGS, "cuda_get_autocast()\n--\n\n"},
     {NULL, NULL, 0, NULL},
 };

@@ -273,6 +273,30 @@ def test_regions_are_8_connected():
     np.testing.assert_allclose(pro2, [0.0, 0.25, 1.0])
 
 
+@pytest.mark.parametrize("case", PRO_CASES)
+def test_pro_regions_are_scipy_labels(case):
+    # The regions the CUDA path sorts with (labelled on the host): scipy's
+    # 8-connected labels, numbered on across the images.
+    from timenet import _core
+    _, masks = PRO_CASES[case](np.random.default_rng(8))
+    region, sizes = _core.pro_regions(masks.astype(np.uint8) * 255)
+    assert region.dtype == np.int32 and region.shape == masks.shape and sizes.dtype == np.uint32
+    want, nreg = np.zeros(masks.shape, np.int32), 0
+    for i, m in enumerate(masks):
+        lab, n = ndimage.label(m, structure=STRUCT)
+        want[i] = np.where(lab > 0, lab + nreg, 0)
+        nreg += n
+    np.testing.assert_array_equal(region, want)
+    np.testing.assert_array_equal(sizes, np.bincount(want.ravel(), minlength=nreg + 1)[1:])
+    big = np.zeros((40, 64, 64), bool)
+    big[:, ::4, ::4] = True  # threaded: 256 regions per image
+    region, sizes = _core.pro_regions(big)
+    assert len(sizes) == 40 * 256 and np.all(sizes == 1) and region.max() == 40 * 256
+    assert np.array_equal(np.unique(region[big]), np.arange(1, 40 * 256 + 1))
+    with pytest.raises(ValueError, match=r"masks must be \(N, H, W\)"):
+        _core.pro_regions(big[0])
+
+
 # ------------------------------------------------------- ROC, AUROC, F1
 
 def _roc_case(name, rng):

@@ -17,7 +17,12 @@ Nothing here touches the GPU at import: `is_available()` asks the driver
 once, on first use, and is False (never an error) on a machine without one.
 The functions that need a device raise a RuntimeError saying why there is
 none (a CPU-only build, no driver, no GPU, an index out of range).
+
+Mixed precision: `with timenet.cuda.autocast(): loss = ...; loss.backward()`
+runs the GEMM-heavy CUDA ops in bfloat16 with float32 accumulation; every
+array stays float32, so the parameters are their own fp32 master weights.
 """
+import contextlib
 import re
 
 from ._loader import _core
@@ -27,7 +32,7 @@ __all__ = ["DeviceArray", "is_built", "is_available", "device_count", "unavailab
            "memory_reserved", "reset_peak_memory_stats", "empty_cache", "mem_get_info",
            "get_device_name", "get_device_capability", "current_device", "set_device",
            "set_allow_tf32", "allow_tf32", "set_cudnn_benchmark", "cudnn_benchmark",
-           "parse_device"]
+           "autocast", "set_autocast", "autocast_enabled", "parse_device"]
 
 DeviceArray = _core.DeviceArray
 _current = 0
@@ -195,3 +200,43 @@ def set_cudnn_benchmark(flag: bool) -> None:
 
 def cudnn_benchmark() -> bool:
     return bool(_core.cuda_get_cudnn_benchmark())
+
+
+def set_autocast(flag: bool) -> None:
+    """Turn bf16 autocast on or off for this thread (prefer the `autocast`
+    context manager). On needs a CUDA build: a CPU-only build raises
+    RuntimeError (off always works)."""
+    _core.cuda_set_autocast(bool(flag))
+
+
+def autocast_enabled() -> bool:
+    """Whether bf16 autocast is on in this thread."""
+    return bool(_core.cuda_get_autocast())
+
+
+@contextlib.contextmanager
+def autocast(enabled=True):
+    """bf16 mixed precision for the CUDA ops inside the block (this thread).
+
+    While on, conv2d, linear and attention on CUDA tensors, forward and
+    backward, compute from bfloat16 copies of their float32 operands (made
+    in allocator workspace) with float32 accumulation: bf16 tensor cores,
+    about 3 significant digits per product. Their outputs and gradients are
+    float32 arrays, so parameters, gradients, optimizer moments and every
+    other op (norms, softmax, losses, the optimizer) stay float32: the
+    parameters are the fp32 master weights. No loss scaling is needed (bf16
+    has float32's exponent range). CPU ops are not affected.
+
+    Nestable (``autocast(False)`` inside turns it off for its block) and
+    usable as a decorator; the previous state comes back on exit, also on an
+    exception. The backward uses the state at ``backward()`` time, so call
+    it inside the block too. A CPU-only build raises RuntimeError for
+    ``enabled=True`` (there is nothing to cast); ``enabled=False`` works
+    everywhere.
+    """
+    prev = autocast_enabled()
+    set_autocast(enabled)
+    try:
+        yield
+    finally:
+        set_autocast(prev)

@@ -8,6 +8,9 @@
 //   forward:  S = scale q_h k_h^T; P = softmax(S); out_h = P v_h
 //   backward: dv_h = P^T dout_h; dP = dout_h v_h^T; dS = P * (dP - rowsum(dP * P));
 //             dq_h = scale dS k_h; dk_h = scale dS^T q_h
+// Under autocast every GEMM reads bfloat16 copies (q, k, v, dout converted
+// once, P and dS as they are made) and writes float32; the softmax, its
+// backward and the saved probs stay float32.
 #include "common.cuh"
 
 #include <math.h>
@@ -64,19 +67,26 @@ extern "C" int tn_cuda_attention_forward(float *out, float *probs, const float *
     const int H = num_heads, d = C / H;
     const float scale = 1.0f / sqrtf((float)d);
     const long long LC = (long long)L * C, LL = (long long)L * L;
+    const bool bf = tn_cuda_get_autocast();
+    TnBuffer qb, kb, vb, pb;
+    const void *qa, *ka, *va, *pa;
+    TN_TRY(tn_operand(&qa, qb, q, N * LC, bf));
+    TN_TRY(tn_operand(&ka, kb, k, N * LC, bf));
+    TN_TRY(tn_operand(&va, vb, v, N * LC, bf));
     for (int h = 0; h < H; h++) {
         const long long off = (long long)h * d;
         float *P = probs + h * LL;  // item n of head h at n * H * LL
-        TN_TRY(tn_gemm_rm(false, true, L, L, d, scale, q + off, C, LC, k + off, C, LC, 0.0f, P, L,
-                          H * LL, N));
+        TN_TRY(tn_gemm_rm_ab(bf, false, true, L, L, d, scale, tn_elem(qa, off, bf), C, LC,
+                             tn_elem(ka, off, bf), C, LC, 0.0f, P, L, H * LL, N));
     }
     const int64_t rows = (int64_t)N * H * L;
     softmax_rows_f32<<<row_blocks(rows), dim3(32, ROWS_PER_BLOCK), 0, st>>>(probs, rows, L);
     TN_LAUNCH_CHECK();
+    TN_TRY(tn_operand(&pa, pb, probs, N * H * LL, bf));
     for (int h = 0; h < H; h++) {
         const long long off = (long long)h * d;
-        TN_TRY(tn_gemm_rm(false, false, L, d, L, 1.0f, probs + h * LL, L, H * LL, v + off, C, LC,
-                          0.0f, out + off, C, LC, N));
+        TN_TRY(tn_gemm_rm_ab(bf, false, false, L, d, L, 1.0f, tn_elem(pa, h * LL, bf), L, H * LL,
+                             tn_elem(va, off, bf), C, LC, 0.0f, out + off, C, LC, N));
     }
     return TN_OK;
 }
@@ -91,24 +101,38 @@ extern "C" int tn_cuda_attention_backward(float *dq, float *dk, float *dv, const
     const int H = num_heads, d = C / H;
     const float scale = 1.0f / sqrtf((float)d);
     const long long LC = (long long)L * C, LL = (long long)L * L;
+    const bool bf = tn_cuda_get_autocast();
+    TnBuffer ob, qb, kb, vb, pb, sb;
+    const void *oa, *qa, *ka, *va, *pa;
+    TN_TRY(tn_operand(&oa, ob, dout, N * LC, bf));
+    TN_TRY(tn_operand(&qa, qb, q, N * LC, bf));
+    TN_TRY(tn_operand(&ka, kb, k, N * LC, bf));
+    TN_TRY(tn_operand(&va, vb, v, N * LC, bf));
+    TN_TRY(tn_operand(&pa, pb, probs, N * H * LL, bf));
     TnBuffer scratch;  // dP / dS of one head for all N samples
     TN_TRY(scratch.alloc(sizeof(float) * (size_t)N * (size_t)LL));
     float *dP = scratch.as<float>();
+    const void *dS = dP;  // what the dq, dk GEMMs read: dP itself, or its bf16 copy in sb
+    if (bf) {
+        TN_TRY(sb.alloc(sizeof(__nv_bfloat16) * (size_t)N * (size_t)LL));
+        dS = sb.ptr;
+    }
     for (int h = 0; h < H; h++) {
         const long long off = (long long)h * d;
         const float *P = probs + h * LL;
-        TN_TRY(tn_gemm_rm(true, false, L, d, L, 1.0f, P, L, H * LL, dout + off, C, LC, 0.0f,
-                          dv + off, C, LC, N));
-        TN_TRY(tn_gemm_rm(false, true, L, L, d, 1.0f, dout + off, C, LC, v + off, C, LC, 0.0f, dP,
-                          L, LL, N));
+        TN_TRY(tn_gemm_rm_ab(bf, true, false, L, d, L, 1.0f, tn_elem(pa, h * LL, bf), L, H * LL,
+                             tn_elem(oa, off, bf), C, LC, 0.0f, dv + off, C, LC, N));
+        TN_TRY(tn_gemm_rm_ab(bf, false, true, L, L, d, 1.0f, tn_elem(oa, off, bf), C, LC,
+                             tn_elem(va, off, bf), C, LC, 0.0f, dP, L, LL, N));
         const int64_t rows = (int64_t)N * L;
         softmax_backward_rows_f32<<<row_blocks(rows), dim3(32, ROWS_PER_BLOCK), 0, st>>>(
             dP, P, rows, L, H * LL, L);
         TN_LAUNCH_CHECK();
-        TN_TRY(tn_gemm_rm(false, false, L, d, L, scale, dP, L, LL, k + off, C, LC, 0.0f, dq + off,
-                          C, LC, N));
-        TN_TRY(tn_gemm_rm(true, false, L, d, L, scale, dP, L, LL, q + off, C, LC, 0.0f, dk + off,
-                          C, LC, N));
+        if (bf) TN_TRY(tn_cuda_f32_to_bf16(sb.as<__nv_bfloat16>(), dP, N * LL));
+        TN_TRY(tn_gemm_rm_ab(bf, false, false, L, d, L, scale, dS, L, LL, tn_elem(ka, off, bf), C,
+                             LC, 0.0f, dq + off, C, LC, N));
+        TN_TRY(tn_gemm_rm_ab(bf, true, false, L, d, L, scale, dS, L, LL, tn_elem(qa, off, bf), C,
+                             LC, 0.0f, dk + off, C, LC, N));
     }
     return TN_OK;
 }

@@ -1,7 +1,7 @@
 // Shared by the .cu files (C++, never seen by the glue): status checks with
 // file and line, the current device's stream and library handles, launch
-// sizes, a scoped device buffer from the caching allocator, and the
-// row-major GEMM every op family calls.
+// sizes, a scoped device buffer from the caching allocator, the bfloat16
+// operands of autocast, and the row-major GEMM every op family calls.
 //
 // The build compiles several csrc/cuda/*.cu files as one translation unit
 // (setup.py's unity units), so names local to a file (anonymous namespace,
@@ -11,6 +11,7 @@
 #define TIMENET_CUDA_COMMON_CUH
 
 #include <cublas_v2.h>
+#include <cuda_bf16.h>
 #include <cuda_runtime.h>
 #include <cudnn.h>
 
@@ -101,23 +102,58 @@ struct TnBuffer {
     template <typename T> T *as() const { return (T *)ptr; }
 };
 
+// bfloat16 copies for autocast (bf16.cu): y (n,) = x (n,) rounded to the
+// nearest bfloat16 (ties to even), and back to float32 (exact).
+int tn_cuda_f32_to_bf16(__nv_bfloat16 *y, const float *x, int64_t n);
+int tn_cuda_bf16_to_f32(float *y, const __nv_bfloat16 *x, int64_t n);
+
+// A GEMM or convolution operand under autocast: x itself (bf16 false), or
+// a bfloat16 copy of its n elements in buf. *out is what the library reads.
+static inline int tn_operand(const void **out, TnBuffer &buf, const float *x, int64_t n,
+                             bool bf16) {
+    *out = x;
+    if (!bf16) return TN_OK;
+    TN_TRY(buf.alloc(sizeof(__nv_bfloat16) * (size_t)n));
+    TN_TRY(tn_cuda_f32_to_bf16(buf.as<__nv_bfloat16>(), x, n));
+    *out = buf.ptr;
+    return TN_OK;
+}
+
+// Element i of a float32 (bf16 false) or bfloat16 operand.
+static inline const void *tn_elem(const void *p, long long i, bool bf16) {
+    return (const char *)p + i * (bf16 ? 2 : 4);
+}
+
 // Row-major GEMM, batched with element strides (stride 0 and batch 1 for a
 // single product): C (M, N) = alpha op(A) (M, K) op(B) (K, N) + beta C,
 // lda/ldb/ldc the row strides. cuBLAS is column-major, so this computes
-// C^T = op(B)^T op(A)^T. TF32 tensor cores when tn_cuda_get_allow_tf32().
+// C^T = op(B)^T op(A)^T. A and B are float32 (TF32 tensor cores when
+// tn_cuda_get_allow_tf32()) or, bf16 true, bfloat16 (autocast: bf16 tensor
+// cores, float32 accumulation); C is float32 either way.
+static inline int tn_gemm_rm_ab(bool bf16, bool trans_a, bool trans_b, int M, int N, int K,
+                                float alpha, const void *A, int lda, long long stride_a,
+                                const void *B, int ldb, long long stride_b, float beta, float *C,
+                                int ldc, long long stride_c, int batch) {
+    cublasHandle_t h;
+    TN_TRY(tn_cuda_cublas(&h));
+    const cudaDataType_t ab = bf16 ? CUDA_R_16BF : CUDA_R_32F;
+    const cublasComputeType_t ct = !bf16 && tn_cuda_get_allow_tf32()
+                                       ? CUBLAS_COMPUTE_32F_FAST_TF32
+                                       : CUBLAS_COMPUTE_32F;
+    TN_CUBLAS_CHECK(cublasGemmStridedBatchedEx(
+        h, trans_b ? CUBLAS_OP_T : CUBLAS_OP_N, trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, N, M, K,
+        &alpha, B, ab, ldb, stride_b, A, ab, lda, stride_a, &beta, C, CUDA_R_32F, ldc, stride_c,
+        batch, ct, CUBLAS_GEMM_DEFAULT));
+    return TN_OK;
+}
+
+// The float32 GEMM (tn_gemm_rm_ab without autocast).
 static inline int tn_gemm_rm(bool trans_a, bool trans_b, int M, int N, int K, float alpha,
                              const float *A, int lda, long long stride_a, const float *B,
                              int ldb, long long stride_b, float beta, float *C, int ldc,
                              long long stride_c, int batch) {
-    cublasHandle_t h;
-    TN_TRY(tn_cuda_cublas(&h));
-    const cublasComputeType_t ct =
-        tn_cuda_get_allow_tf32() ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
-    TN_CUBLAS_CHECK(cublasGemmStridedBatchedEx(
-        h, trans_b ? CUBLAS_OP_T : CUBLAS_OP_N, trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, N, M, K,
-        &alpha, B, CUDA_R_32F, ldb, stride_b, A, CUDA_R_32F, lda, stride_a, &beta, C,
-        CUDA_R_32F, ldc, stride_c, batch, ct, CUBLAS_GEMM_DEFAULT));
-    return TN_OK;
+    return tn_gemm_rm_ab(false, trans_a, trans_b, M, N, K, alpha, A, lda, stride_a, B, ldb,
+                         stride_b, beta, C, ldc, stride_c, batch);
 }
 
 // Block-wide reduction of one value per thread with `op` (associative,

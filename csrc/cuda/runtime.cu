@@ -436,6 +436,13 @@ extern "C" int tn_cuda_get_allow_tf32(void) { return __atomic_load_n(&g_allow_tf
 extern "C" void tn_cuda_set_cudnn_benchmark(int on) { __atomic_store_n(&g_cudnn_benchmark, on ? 1 : 0, __ATOMIC_RELAXED); }
 extern "C" int tn_cuda_get_cudnn_benchmark(void) { return __atomic_load_n(&g_cudnn_benchmark, __ATOMIC_RELAXED); }
 
+// Per thread, as torch.autocast: ops run on their caller's thread, so one
+// thread's autocast block never changes another's precision.
+static thread_local int g_autocast = 0;
+
+extern "C" void tn_cuda_set_autocast(int on) { g_autocast = on ? 1 : 0; }
+extern "C" int tn_cuda_get_autocast(void) { return g_autocast; }
+
 // ---------------------------------------------------------------------------
 // copies
 

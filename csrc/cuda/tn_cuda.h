@@ -87,6 +87,12 @@ int tn_cuda_device_name(int dev, char *buf, size_t n, int *major, int *minor);
 // off by default (exact float32 products, as the CPU engine).
 void tn_cuda_set_allow_tf32(int on);
 int tn_cuda_get_allow_tf32(void);
+// bf16 autocast, per thread (timenet.cuda.autocast): while on, conv2d,
+// linear and attention (forward and backward) compute from bfloat16 copies
+// of their float32 operands with float32 accumulation; their outputs and
+// gradients stay float32 arrays. Off by default.
+void tn_cuda_set_autocast(int on);
+int tn_cuda_get_autocast(void);
 // cuDNN algorithms: 1 (default) times every algorithm once per shape
 // (cudnnFind*), 0 takes cuDNN's heuristic choice (cudnnGet*_v7).
 void tn_cuda_set_cudnn_benchmark(int on);
@@ -258,6 +264,54 @@ int tn_cuda_image_score(float *out, const float *x, int64_t N, int64_t H, int64_
 // *ratio_used is host memory.
 int tn_cuda_combine_maps(float *out, double *ratio_used, const float *d1, const float *d2,
                          int64_t n, double w, double ratio, int compute_ratio);
+
+// ---- metrics (metrics.cu): the sort and the cumulative counts of
+// csrc/metrics on the device, the same results (metrics.h) ------------------
+//
+// Scores are device float32; labels, region ids and sizes are HOST arrays
+// (the glue has range-checked them; they are copied over); every result
+// comes back to the host. Use: *_sort once, then any of its sweeps, then
+// *_sorted_free (also safe after a failed sort).
+
+// Scores sorted into their m distinct values, descending: key[g] is the
+// g-th distinct score's sort key (csrc/metrics/sort.h), cum[g] the counts
+// of scores >= it (layout in metrics.cu). Device memory on `dev`.
+typedef struct {
+    uint32_t *key;          // (m,) device
+    void *cum;              // (m,) device
+    int64_t m, npos, nneg;  // distinct scores, positives, negatives
+    int64_t cap;            // entries allocated
+    int dev;
+} tn_cuda_roc_sorted;
+
+int tn_cuda_roc_sort(tn_cuda_roc_sorted *s, const float *scores, const uint8_t *labels,
+                     int64_t n);
+void tn_cuda_roc_sorted_free(tn_cuda_roc_sorted *s);
+// roc_curve / auroc / f1_max of metrics.h, outputs on the host. Curves run
+// twice: outputs all NULL, *m = the number of points; then outputs of that
+// size, *m = it (checked). Need npos > 0 (and nneg > 0 but for F1).
+int tn_cuda_roc_curve(double *fpr, double *tpr, double *thr, int64_t *m,
+                      const tn_cuda_roc_sorted *s, int drop_intermediate);
+int tn_cuda_auroc(double *area, const tn_cuda_roc_sorted *s);
+int tn_cuda_f1_max(double *f1, double *thr, const tn_cuda_roc_sorted *s);
+
+// All pixels sorted into their m distinct scores: cum[g] holds the normal
+// pixels >= key[g] and the PRO sum (metrics.cu).
+typedef struct {
+    uint32_t *key;  // (m,) device
+    void *cum;      // (m,) device
+    int64_t m, nnorm, nregions, cap;
+    int dev;
+} tn_cuda_pro_sorted;
+
+int tn_cuda_pro_sort(tn_cuda_pro_sorted *s, const float *maps, const int32_t *region,
+                     const uint32_t *size, int64_t nregions, int64_t n);
+void tn_cuda_pro_sorted_free(tn_cuda_pro_sorted *s);
+// pro_curve / aupro of metrics.h (the whole curve is sorted, so any
+// max_fpr / fpr_limit in (0, 1]). Need nnorm, nregions > 0.
+int tn_cuda_pro_curve(double *fpr, double *pro, double *thr, int64_t *m,
+                      const tn_cuda_pro_sorted *s, double max_fpr);
+int tn_cuda_aupro(double *area, const tn_cuda_pro_sorted *s, double fpr_limit);
 
 #ifdef __cplusplus
 }

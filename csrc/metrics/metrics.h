@@ -83,6 +83,16 @@ int64_t pro_curve(double *fpr, double *pro, double *thr, const pro_sorted *s);
 // Needs nnorm_all, nregions > 0.
 double aupro(const pro_sorted *s, double fpr_limit);
 
+// The ground-truth regions alone, for a PRO curve swept elsewhere (the CUDA
+// backend sorts on the device, csrc/cuda/metrics.cu): region (N, H, W) out,
+// 0 for a normal pixel, else 1 + its region id, the ids numbered as
+// pro_sort numbers them (image by image, 8-connected); *size (*nregions,)
+// the pixels in each region, malloc'd (the caller frees it; NULL when there
+// is no region). masks is (N, H, W) bytes. Returns TN_OK, TN_ENOMEM or
+// TN_EINVAL (H * W >= 2^31, or 2^31 - 1 regions or more).
+int pro_regions(int32_t *region, uint32_t **size, int64_t *nregions, const uint8_t *masks,
+                int64_t N, int64_t H, int64_t W);
+
 // Connected components of one binary image, 8-connected (the 3x3 structure
 // of the official evaluation; scipy.ndimage.label's default is 4).
 // labels is (H, W) out: 0 background, components 1..count in raster order

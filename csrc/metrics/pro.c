@@ -15,6 +15,7 @@
 #include <math.h>
 #include <omp.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "sort.h"
 
@@ -237,6 +238,66 @@ exit:
     free(tmp);
     free(ptmp);
     if (status != TN_OK) pro_sorted_free(s);
+    return status;
+}
+
+int pro_regions(int32_t *region, uint32_t **size, int64_t *nregions, const uint8_t *masks,
+                int64_t N, int64_t H, int64_t W) {
+    *size = NULL;
+    *nregions = 0;
+    const int64_t HW = H * W;
+    if (N < 0 || H < 0 || W < 0 || HW >= INT32_MAX) return TN_EINVAL;
+    // at[b + 1]: regions of image b, then (prefix sums) of images 0..b.
+    int64_t *at = calloc((size_t)N + 1, sizeof *at);
+    if (!at) return TN_ENOMEM;
+    int status = TN_OK, nomem = 0;
+    // Pass 1: each mask labelled in place, ids 1..count of its own.
+#pragma omp parallel reduction(| : nomem) if (N * HW >= PAR_MIN)
+    {
+        int32_t *parent = malloc(sizeof *parent * (size_t)(HW + 1));
+        nomem = !parent;
+#pragma omp for schedule(static)
+        for (int64_t b = 0; b < N; b++) {
+            if (!parent) continue;
+            const uint8_t *m = masks + b * HW;
+            int32_t *r = region + b * HW;
+            if (any_set(m, HW)) at[b + 1] = label8(r, parent, m, H, W);
+            else memset(r, 0, sizeof *r * (size_t)HW);
+        }
+        free(parent);
+    }
+    if (nomem) {
+        status = TN_ENOMEM;
+        goto exit;
+    }
+    for (int64_t b = 0; b < N; b++) at[b + 1] += at[b];
+    if (at[N] >= INT32_MAX) {
+        status = TN_EINVAL;
+        goto exit;
+    }
+    if (at[N] > 0 && !(*size = calloc((size_t)at[N], sizeof **size))) {
+        status = TN_ENOMEM;
+        goto exit;
+    }
+    // Pass 2: global ids; image b's regions are [at[b], at[b + 1]), so the
+    // threads count sizes in disjoint ranges.
+#pragma omp parallel for schedule(static) if (N * HW >= PAR_MIN)
+    for (int64_t b = 0; b < N; b++) {
+        if (at[b + 1] == at[b]) continue;
+        int32_t *r = region + b * HW;
+        for (int64_t i = 0; i < HW; i++)
+            if (r[i]) {
+                r[i] += (int32_t)at[b];
+                (*size)[r[i] - 1]++;
+            }
+    }
+    *nregions = at[N];
+exit:
+    free(at);
+    if (status != TN_OK) {
+        free(*size);
+        *size = NULL;
+    }
     return status;
 }
 

@@ -3,6 +3,9 @@
 // A score maps to an unsigned key of its width such that ascending keys are
 // descending scores; -0.0 and +0.0 get the same key (they compare equal, as
 // in numpy). Keys exist only for finite scores (check with finite_*).
+//
+// The key functions are also compiled for the device (csrc/cuda/metrics.cu
+// includes this header): one definition of the order both backends sort by.
 #ifndef TIMENET_METRICS_SORT_H
 #define TIMENET_METRICS_SORT_H
 
@@ -10,13 +13,19 @@
 
 #include "common.h"
 
-static inline int finite_f32(float x) {
+#ifdef __CUDACC__
+#define TN_HD __host__ __device__
+#else
+#define TN_HD
+#endif
+
+static inline TN_HD int finite_f32(float x) {
     uint32_t u;
     memcpy(&u, &x, sizeof u);
     return (u & 0x7f800000u) != 0x7f800000u;
 }
 
-static inline int finite_f64(double x) {
+static inline TN_HD int finite_f64(double x) {
     uint64_t u;
     memcpy(&u, &x, sizeof u);
     return (u & 0x7ff0000000000000ull) != 0x7ff0000000000000ull;
@@ -24,7 +33,7 @@ static inline int finite_f64(double x) {
 
 // IEEE bits, sign bit flipped for positives and all bits for negatives,
 // ascend with the value; the complement descends.
-static inline uint32_t key_f32(float x) {
+static inline TN_HD uint32_t key_f32(float x) {
     uint32_t u;
     if (x == 0) x = 0;  // -0.0 -> +0.0
     memcpy(&u, &x, sizeof u);
@@ -32,7 +41,7 @@ static inline uint32_t key_f32(float x) {
     return ~u;
 }
 
-static inline uint64_t key_f64(double x) {
+static inline TN_HD uint64_t key_f64(double x) {
     uint64_t u;
     if (x == 0) x = 0;
     memcpy(&u, &x, sizeof u);
@@ -40,7 +49,7 @@ static inline uint64_t key_f64(double x) {
     return ~u;
 }
 
-static inline double value_f32(uint32_t k) {
+static inline TN_HD double value_f32(uint32_t k) {
     uint32_t u = ~k;
     u = (u & 0x80000000u) ? (u & 0x7fffffffu) : ~u;
     float x;
@@ -48,7 +57,7 @@ static inline double value_f32(uint32_t k) {
     return x;
 }
 
-static inline double value_f64(uint64_t k) {
+static inline TN_HD double value_f64(uint64_t k) {
     uint64_t u = ~k;
     u = (u & 0x8000000000000000ull) ? (u & 0x7fffffffffffffffull) : ~u;
     double x;
@@ -57,11 +66,11 @@ static inline double value_f64(uint64_t k) {
 }
 
 // Key i of an array of uint32_t (f64 = 0) or uint64_t (f64 = 1) keys.
-static inline uint64_t key_at(const void *keys, int f64, int64_t i) {
+static inline TN_HD uint64_t key_at(const void *keys, int f64, int64_t i) {
     return f64 ? ((const uint64_t *)keys)[i] : ((const uint32_t *)keys)[i];
 }
 
-static inline double key_value(uint64_t k, int f64) {
+static inline TN_HD double key_value(uint64_t k, int f64) {
     return f64 ? value_f64(k) : value_f32((uint32_t)k);
 }
 
