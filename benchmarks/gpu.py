@@ -10,7 +10,8 @@ On the first CUDA device, for the paper preset (29.8 M-parameter U-Net,
   difference relative to max |v|;
 - training images/s: Rectified Flow steps (noise and x_t drawn on the host
   as timenet.flow does, forward, MSE, backward, clip_grad_norm_ 1.0, AdamW),
-  and the peak GPU memory of the steady state;
+  and the peak GPU memory of the steady state; in float32 (TF32 off, on)
+  and under bf16 autocast;
 - one-step inference images/s: TimeNetModel (denoiser + TPN) under no_grad
   on the GPU, then pixel-level scoring (anomaly map, Gaussian filter, image
   score) with the host C kernels; the GPU and scoring parts timed apart;
@@ -64,7 +65,7 @@ def check_against_cpu(model_cpu, model_gpu):
     return err, t_cpu
 
 
-def bench_training(model, batch, steps, warmup):
+def bench_training(model, batch, steps, warmup, autocast=False):
     from timenet import Tensor, cuda
     from timenet.nn import functional as F
     from timenet.nn.utils import clip_grad_norm_
@@ -78,8 +79,9 @@ def bench_training(model, batch, steps, warmup):
         x0 = rng.standard_normal(x1.shape, dtype=np.float32)
         t = rng.uniform(1e-3, 1.0, batch).astype(np.float32)
         tb = t.reshape(-1, 1, 1, 1)
-        v = model(Tensor(tb * x1 + (1 - tb) * x0, device="cuda"), t, c)
-        loss = F.mse_loss(v, Tensor(x1 - x0, device="cuda"))
+        with cuda.autocast(autocast):      # bf16 GEMMs; the backward keeps the state
+            v = model(Tensor(tb * x1 + (1 - tb) * x0, device="cuda"), t, c)
+            loss = F.mse_loss(v, Tensor(x1 - x0, device="cuda"))
         opt.zero_grad()
         loss.backward()
         clip_grad_norm_(model.parameters(), 1.0)
@@ -198,6 +200,11 @@ def run_timenet(args):
               f"{fwd:.1f} images/s")
         print(f"          with WRN-101-2 feature scoring on the GPU: {finf:7.1f} images/s "
               f"(scoring {1e3 * fscore_s:.2f} ms/image, peak {finf_mem / 2**30:.2f} GiB)")
+    tr, tr_mem, loss = bench_training(den, args.train_batch, args.steps, args.warmup,
+                                      autocast=True)
+    results["rows"].append({"tf32": True, "autocast": True, "train": tr, "train_mem": tr_mem})
+    print(f"bf16 autocast (TF32 on for the rest): training {tr:7.1f} images/s (batch "
+          f"{args.train_batch}, peak {tr_mem / 2**30:.2f} GiB, loss {loss:.3f})")
     cuda.set_allow_tf32(False)
     stats = cuda.memory_stats()
     print(f"allocator: {stats['num_device_allocs']} cudaMallocs for {stats['num_allocs']} "
@@ -385,7 +392,7 @@ def run_torch(path, args):
     opt = torch.optim.AdamW(model.parameters(), lr=2e-4, weight_decay=0.0)
     rng = np.random.default_rng(0)
     for row in meta["rows"]:
-        tf32 = row["tf32"]
+        tf32, amp = row["tf32"], row.get("autocast", False)
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = tf32
         B = args.train_batch
         x1 = torch.from_numpy(rng.uniform(-1, 1, (B, 3, S, S)).astype(np.float32)).to(dev)
@@ -395,7 +402,8 @@ def run_torch(path, args):
             x0 = torch.randn_like(x1)
             t = torch.rand(B, device=dev) * (1 - 1e-3) + 1e-3
             tb = t[:, None, None, None]
-            loss = torch_mse(model(tb * x1 + (1 - tb) * x0, t, c), x1 - x0)
+            with torch.autocast("cuda", torch.bfloat16, enabled=amp):
+                loss = torch_mse(model(tb * x1 + (1 - tb) * x0, t, c), x1 - x0)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -407,6 +415,11 @@ def run_torch(path, args):
         torch.cuda.reset_peak_memory_stats()
         dt, _ = timed(step, args.steps, sync)
         tr, tr_mem = B / dt, torch.cuda.max_memory_allocated()
+        if amp:
+            print(f"bf16 autocast: training timenet {row['train']:7.1f} vs PyTorch {tr:7.1f} "
+                  f"images/s ({row['train'] / tr:.2f}x; peak {row['train_mem'] / 2**30:.2f} "
+                  f"vs {tr_mem / 2**30:.2f} GiB)")
+            continue
         Bi = args.infer_batch
         xi = torch.from_numpy(rng.uniform(-1, 1, (Bi, 3, S, S)).astype(np.float32)).to(dev)
         ti = torch.full((Bi,), T, device=dev)

@@ -223,6 +223,13 @@ class FakeCore:
 
     DeviceArray = FakeDeviceArray
     has_cuda = 1
+    autocast = False   # the bf16 flag: recorded, no effect on the CPU kernels
+
+    def cuda_set_autocast(self, flag):
+        self.autocast = bool(flag)
+
+    def cuda_get_autocast(self):
+        return self.autocast
     # ops whose CUDA version returns host results as the CPU op does
     # (step control runs on the host: (B,) float64 numpy)
     HOST_RESULTS = {"ode_error_norm"}

@@ -21,7 +21,8 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-from test_cuda import HAVE_GPU, NO_GPU_REASON, _tiny_unet, _unet_step  # noqa: E402
+from test_cuda import (HAVE_GPU, NO_GPU_REASON, _tiny_unet, _unet_step,  # noqa: E402,F401
+                       emulated_cuda)
 
 from timenet import Tensor, _core, cuda  # noqa: E402
 from timenet.nn import functional as F  # noqa: E402
@@ -32,6 +33,35 @@ cuda_build = pytest.mark.skipif(not cuda.is_built(), reason="a CPU-only build re
 
 # ---------------------------------------------------------------------------
 # 1. the switch
+
+def test_emulated_backward_runs_in_its_forwards_state(emulated_cuda, monkeypatch):
+    """loss.backward() after the block: conv2d / linear / attention backward
+    still run under autocast (the state their forward saw), and the flag is
+    what it was afterwards; ops recorded outside the block stay float32."""
+    seen = []
+    for op in ("conv2d_backward", "linear_backward", "attention_backward"):
+        real = getattr(emulated_cuda, "cuda_" + op)
+
+        def spy(*a, _op=op, _real=real, **k):
+            seen.append((_op, emulated_cuda.autocast))
+            return _real(*a, **k)
+        monkeypatch.setattr(emulated_cuda, "cuda_" + op, spy, raising=False)
+    rng = np.random.default_rng(0)
+
+    def dev(*shape):
+        return Tensor(rng.standard_normal(shape).astype(np.float32), requires_grad=True,
+                      device="cuda")
+    x, w, lw, q = dev(1, 2, 5, 5), dev(3, 2, 3, 3), dev(4, 3), dev(1, 6, 4)
+    with cuda.autocast():
+        y = F.conv2d(x, w, None, 1, 1)                      # (1, 3, 5, 5)
+        z = F.linear(y.permute(0, 2, 3, 1), lw)             # (1, 5, 5, 4)
+    a = F.multi_head_attention(q, q, q, 2)                  # outside: float32
+    assert not emulated_cuda.autocast
+    (z.sum() + a.sum()).backward()
+    assert not emulated_cuda.autocast
+    assert sorted(seen) == [("attention_backward", False), ("conv2d_backward", True),
+                            ("linear_backward", True)]
+
 
 @cuda_build
 def test_autocast_nests_and_restores():
@@ -98,6 +128,32 @@ def test_cpu_ops_ignore_autocast():
     with cuda.autocast():
         got = F.linear(F.conv2d(x, w, None, 1, 1).reshape(4, -1), lw, None).numpy()
     np.testing.assert_array_equal(got, want)
+
+
+def test_emulated_fit_trains_under_autocast_only(emulated_cuda, monkeypatch, tmp_path):
+    """TimeNet(autocast=True) on a device: the flow, Reflow and TPN steps run
+    their convolutions under autocast; the Reflow pairs' RK45, the ratios and
+    predict run in float32; the flag is off afterwards."""
+    import warnings
+    from test_pipeline import FAST, make_dataset
+    from timenet.data import MVTecAD
+    from timenet.pipeline import TimeNet
+    flags = []
+    real = emulated_cuda.cuda_conv2d_forward
+
+    def spy(*a, **k):
+        flags.append(emulated_cuda.autocast)
+        return real(*a, **k)
+    monkeypatch.setattr(emulated_cuda, "cuda_conv2d_forward", spy, raising=False)
+    root = make_dataset(tmp_path / "data")
+    tn = TimeNet(device="cuda", autocast=True, **FAST)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        tn.fit(MVTecAD(root, split="train", image_size=32), progress=False)
+    assert True in flags and False in flags and not emulated_cuda.autocast
+    n_fit = len(flags)
+    tn.predict(np.zeros((2, 3, 32, 32), np.float32), "cat_a", progress=False)
+    assert len(flags) > n_fit and not any(flags[n_fit:])
 
 
 # ---------------------------------------------------------------------------

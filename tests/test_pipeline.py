@@ -146,6 +146,16 @@ def test_cli_bad_device_is_a_clear_error(device, needle, capsys):
     assert needle in err and f"--device {device}" in err and "Traceback" not in err
 
 
+def test_cli_autocast_on_the_cpu_is_a_clear_error(tmp_path, capsys):
+    root = make_dataset(tmp_path / "data")
+    assert main(["train", "--data", root, "--out", str(tmp_path / "r"), "--device", "cpu",
+                 "--autocast"]) == 2
+    err = capsys.readouterr().err
+    assert "--autocast needs a GPU" in err and "Traceback" not in err
+    with pytest.raises(ValueError, match="autocast=True needs a GPU"):
+        TimeNet(autocast=True, **FAST).fit(MVTecAD(root, split="train", image_size=32))
+
+
 def test_cli_rejects_a_run_from_another_version(tmp_path, capsys):
     (tmp_path / "timenet.json").write_text(json.dumps({"format": "something-else"}))
     assert main(["eval", "--run", str(tmp_path), "--data", str(tmp_path)]) == 2

@@ -52,6 +52,8 @@ def _train_args(p):
     p.add_argument("--fallback", default="pixel", choices=["pixel", "random"],
                    help="scoring when the backbone weights are missing")
     p.add_argument("--texture-dir", default=None, help="DTD-layout textures for the synthesis")
+    p.add_argument("--autocast", action="store_true",
+                   help="bf16 mixed precision for the training steps (a GPU only)")
 
 
 def build_parser():
@@ -98,7 +100,8 @@ def build_parser():
 def _config(args):
     from .pipeline import TimeNetConfig
     kw = dict(preset=args.preset, image_size=args.image_size, t=args.t, seed=args.seed,
-              extractor=args.extractor, fallback=args.fallback, texture_dir=args.texture_dir)
+              extractor=args.extractor, fallback=args.fallback, texture_dir=args.texture_dir,
+              autocast=args.autocast)
     for k in ("flow_steps", "reflow_steps", "reflow_pairs", "tpn_steps", "batch_size"):
         if getattr(args, k) is not None:
             kw[k] = getattr(args, k)
@@ -121,9 +124,12 @@ def _device(args):
     """The resolved --device ('cpu' / 'cuda:N'), or a UserError saying why not."""
     from .pipeline import resolve_device
     try:
-        return resolve_device(args.device)
+        device = resolve_device(args.device)
     except (RuntimeError, ValueError) as e:
         raise UserError(f"--device {args.device}: {e}") from e
+    if getattr(args, "autocast", False) and device == "cpu":
+        raise UserError("--autocast needs a GPU (--device cuda); this run is on the CPU")
+    return device
 
 
 def _load_run(run, device):

@@ -18,7 +18,7 @@ once, on first use, and is False (never an error) on a machine without one.
 The functions that need a device raise a RuntimeError saying why there is
 none (a CPU-only build, no driver, no GPU, an index out of range).
 
-Mixed precision: `with timenet.cuda.autocast(): loss = ...; loss.backward()`
+Mixed precision: `with timenet.cuda.autocast(): loss = ...`, then `loss.backward()`
 runs the GEMM-heavy CUDA ops in bfloat16 with float32 accumulation; every
 array stays float32, so the parameters are their own fp32 master weights.
 """
@@ -229,8 +229,8 @@ def autocast(enabled=True):
 
     Nestable (``autocast(False)`` inside turns it off for its block) and
     usable as a decorator; the previous state comes back on exit, also on an
-    exception. The backward uses the state at ``backward()`` time, so call
-    it inside the block too. A CPU-only build raises RuntimeError for
+    exception. An op's backward runs in the state its forward ran in (as in
+    PyTorch), so ``loss.backward()`` may come after the block. A CPU-only build raises RuntimeError for
     ``enabled=True`` (there is nothing to cast); ``enabled=False`` works
     everywhere.
     """

@@ -362,7 +362,7 @@ def _as_data(data):
 
 def train_flow(model, data, steps, batch_size, lr=2e-4, warmup=None, grad_clip=1.0,
                ckpt_dir=None, ckpt_every=1000, resume=False, seed=0, stage="flow",
-               classes=None, weight_decay=0.0, progress=True, callback=None):
+               classes=None, weight_decay=0.0, progress=True, callback=None, autocast=False):
     """Train `model` on the Rectified Flow loss; returns the per-step losses.
 
     data: see the module docstring (sample_batch protocol or (x, c) arrays).
@@ -375,6 +375,7 @@ def train_flow(model, data, steps, batch_size, lr=2e-4, warmup=None, grad_clip=1
     the losses; resume=True continues from it, giving exactly the losses and
     weights of an uninterrupted run. callback(step, loss) runs after each
     step (1-based). classes: class names stored in the checkpoint.
+    autocast: bf16 autocast for the steps (a model on a GPU; timenet.cuda).
     """
     data = _as_data(data)
     if warmup is None:
@@ -387,7 +388,8 @@ def train_flow(model, data, steps, batch_size, lr=2e-4, warmup=None, grad_clip=1
     return fit_loop(model, step_loss, steps, batch_size, lr=lr, warmup=warmup,
                     grad_clip=grad_clip, weight_decay=weight_decay, ckpt_dir=ckpt_dir,
                     ckpt_every=ckpt_every, resume=resume, seed=seed, stage=stage,
-                    classes=classes, progress=progress, callback=callback, who="train_flow")
+                    classes=classes, progress=progress, callback=callback, who="train_flow",
+                    autocast=autocast)
 
 
 # -- Reflow -------------------------------------------------------------------

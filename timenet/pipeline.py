@@ -56,6 +56,9 @@ class TimeNetConfig:
     fallback: what scoring uses when those weights are missing ("pixel",
     "random"). weights / lam / sigma: Eq. 5's w_i, lambda and the Gaussian
     (sigma None: 4 at 256 px, scaled with the image size).
+    autocast: bf16 autocast for the training steps on a GPU (conv, linear
+    and attention in bf16 with fp32 accumulation and fp32 master weights;
+    the Reflow pairs' RK45 and inference stay float32).
     """
     preset: str = "small"
     image_size: int = 0
@@ -78,6 +81,7 @@ class TimeNetConfig:
     lam: float = 7.0
     sigma: float = None
     seed: int = 0
+    autocast: bool = False
 
     def __post_init__(self):
         if self.preset not in SCHEDULES:
@@ -214,6 +218,9 @@ class TimeNet:
         S = x.shape[-1]
         if cfg.image_size and cfg.image_size != S:
             raise ValueError(f"fit: images are {S} px, the config asks for {cfg.image_size}")
+        if cfg.autocast and self.device == "cpu":
+            raise ValueError("fit: autocast=True needs a GPU (device='cuda'); the model is on "
+                             "the CPU")
         self.class_names = names
         stages = None if out_dir is None else os.path.join(out_dir, "stages")
 
@@ -226,21 +233,22 @@ class TimeNet:
         bs = cfg.batch_size
         flow.train_flow(denoiser, (x, c), cfg.flow_steps, bs, lr=cfg.lr, ckpt_dir=sub("flow"),
                         resume=resume, seed=cfg.seed, classes=names, progress=progress,
-                        stage="flow")
+                        stage="flow", autocast=cfg.autocast)
         if cfg.reflow_rounds and cfg.reflow_steps:
             pair_classes = np.arange(cfg.reflow_pairs) % len(names)
             flow.train_reflow(denoiser, pair_classes, cfg.reflow_steps, bs,
                               rounds=cfg.reflow_rounds, seed=cfg.seed, rtol=cfg.ode_tol,
                               atol=cfg.ode_tol, pair_batch_size=max(bs, 16),
                               ckpt_dir=stages, resume=resume, lr=cfg.lr, class_names=names,
-                              progress=progress)
+                              progress=progress, autocast=cfg.autocast)
         model = TimeNetModel(denoiser, t_init=cfg.t)   # T == t at init: plain one-step
         model.to(self.device)                           # the new TPN joins the denoiser
         if cfg.tpn_steps:
             synth = Synthesizer(texture_dir=cfg.texture_dir, seed=cfg.seed)
             train_tpn(model, (x, c), cfg.tpn_steps, bs, lr=cfg.tpn_lr, t=cfg.t,
                       synthesizer=synth, perceptual=cfg.perceptual, ckpt_dir=sub("tpn"),
-                      resume=resume, seed=cfg.seed, classes=names, progress=progress)
+                      resume=resume, seed=cfg.seed, classes=names, progress=progress,
+                      autocast=cfg.autocast)
         self.model = model
         self._fit_ratios(x, c)
         if out_dir is not None:

@@ -63,7 +63,7 @@ def tpn_loss(model, x1, c, rng, t, synthesizer, perceptual, perceptual_weight=1.
 def train_tpn(model, data, steps, batch_size, lr=1e-4, t=0.83, synthesizer=None,
               perceptual="auto", perceptual_weight=1.0, warmup=None, grad_clip=1.0,
               ckpt_dir=None, ckpt_every=1000, resume=False, seed=0, classes=None,
-              weight_decay=0.0, progress=True, callback=None, stage="tpn"):
+              weight_decay=0.0, progress=True, callback=None, stage="tpn", autocast=False):
     """Train `model.tpn` (a TimeNetModel) by Algorithm 2; returns the per-step losses.
 
     data: normal training images (flow's sample_batch protocol or (x, c)).
@@ -76,7 +76,8 @@ def train_tpn(model, data, steps, batch_size, lr=1e-4, t=0.83, synthesizer=None,
     Adam(W): lr, betas (0.9, 0.999), weight_decay, warm-up over `warmup`
     steps (default min(1000, steps // 10)), then constant; gradients clipped
     to global norm grad_clip. ckpt_dir / ckpt_every / resume / callback as
-    flow.train_flow; classes: names stored in the checkpoint.
+    flow.train_flow; classes: names stored in the checkpoint. autocast:
+    bf16 autocast for the steps (a model on a GPU).
     """
     from .anomaly import Synthesizer
     from .perceptual import Perceptual
@@ -112,7 +113,7 @@ def train_tpn(model, data, steps, batch_size, lr=1e-4, t=0.83, synthesizer=None,
                           identity={"t": t, "denoiser": digest},
                           info={"lr": lr, "perceptual": kind,
                                 "perceptual_weight": perceptual_weight},
-                          who="train_tpn")
+                          who="train_tpn", autocast=autocast)
     finally:
         for p, f in zip(denoiser.parameters(), flags):
             p.requires_grad = f

@@ -7,12 +7,14 @@ exact resume: a resumed run restores weights, optimizer moments, the
 generator's state and the loss history, so it repeats the uninterrupted
 run's losses bit for bit (for a fixed thread count).
 """
+import contextlib
 import math
 import os
 import time
 
 import numpy as np
 
+from . import cuda as _cuda
 from .nn.utils import clip_grad_norm_
 from .optim import AdamW
 
@@ -24,20 +26,24 @@ def ckpt_path(ckpt_dir):
 def fit_loop(module, step_loss, steps, batch_size, *, lr, warmup, grad_clip=1.0,
              weight_decay=0.0, ckpt_dir=None, ckpt_every=1000, resume=False, seed=0,
              stage="train", classes=None, progress=True, callback=None, identity=None,
-             info=None, who="train"):
+             info=None, who="train", autocast=False):
     """Train the trainable parameters of `module`; returns the per-step losses.
 
     step_loss(rng) -> (loss Tensor, {name: float} shown on the bar): draws
     its batch and noise from rng. identity: JSON values a checkpoint must
     match to be resumed (e.g. the timestep, a frozen network's digest);
     batch_size and seed always must. info: more JSON values stored with
-    the checkpoint. who: the function name used in messages.
+    the checkpoint. who: the function name used in messages. autocast:
+    each step's forward under timenet.cuda.autocast (bf16 GEMMs, fp32
+    master weights; needs the module on a GPU).
     """
     from . import checkpoint as ckpt
     steps, batch_size = int(steps), int(batch_size)
     if steps < 0 or batch_size < 1:
         raise ValueError(f"{who}: need steps >= 0 and batch_size >= 1, got {steps}, {batch_size}")
     identity = dict(identity or {}, batch_size=batch_size, seed=seed)
+    if autocast and module.device == "cpu":
+        raise ValueError(f"{who}: autocast=True needs the model on a GPU (it is on the CPU)")
     params = [p for p in module.parameters() if p.requires_grad]
     opt = AdamW(params, lr=lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=weight_decay,
                 warmup_steps=warmup)
@@ -71,7 +77,8 @@ def fit_loop(module, step_loss, steps, batch_size, *, lr, warmup, grad_clip=1.0,
     t_start, done_here = time.perf_counter(), 0
     try:
         for step in range(start + 1, steps + 1):
-            loss, shown = step_loss(rng)
+            with _cuda.autocast() if autocast else contextlib.nullcontext():
+                loss, shown = step_loss(rng)      # the backward keeps the forward's state
             opt.zero_grad()
             loss.backward()
             if grad_clip:

@@ -36,6 +36,27 @@ def _pair(v, what):
     return int(v)
 
 
+def _as_forward(k, backward):
+    """`backward` run under the bf16 autocast state its forward ran in
+    (timenet.cuda.autocast): the CUDA GEMM ops read the flag when called, so
+    this makes `loss.backward()` outside the block take the forward's
+    precision, as in PyTorch. A no-op for CPU kernels."""
+    if k is _core:
+        return backward
+    on = _core.cuda_get_autocast()
+
+    def run(g):
+        prev = _core.cuda_get_autocast()
+        if prev == on:
+            return backward(g)
+        _core.cuda_set_autocast(on)
+        try:
+            return backward(g)
+        finally:
+            _core.cuda_set_autocast(prev)
+    return run
+
+
 def conv2d(input, weight, bias=None, stride=1, padding=0):
     """2-D convolution, zero padding. input (N, C, H, W), weight (K, C, R, S)."""
     stride, padding = _pair(stride, "conv2d stride"), _pair(padding, "conv2d padding")
@@ -47,7 +68,7 @@ def conv2d(input, weight, bias=None, stride=1, padding=0):
         dx, dw, db = k.conv2d_backward(g, x.data, w.data, stride, padding,
                                        x.requires_grad, bias is not None)
         return dx, dw, db
-    return record(y, (x, w, bias), backward)
+    return record(y, (x, w, bias), _as_forward(k, backward))
 
 
 def linear(input, weight, bias=None):
@@ -62,7 +83,7 @@ def linear(input, weight, bias=None):
         dx, dw, db = k.linear_backward(g.reshape(-1, g.shape[-1]), x2, w.data,
                                        bias is not None)
         return dx.reshape(x.shape), dw, db
-    return record(y.reshape(lead + (w.shape[0],)), (x, w, bias), backward)
+    return record(y.reshape(lead + (w.shape[0],)), (x, w, bias), _as_forward(k, backward))
 
 
 def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5):
@@ -214,7 +235,7 @@ def multi_head_attention(q, k, v, num_heads=1):
 
     def backward(g):
         return ops.attention_backward(g, q.data, k.data, v.data, probs, int(num_heads))
-    return record(out, (q, k, v), backward)
+    return record(out, (q, k, v), _as_forward(ops, backward))
 
 
 def timestep_embedding(t, dim, max_period=10000.0, device=None):
