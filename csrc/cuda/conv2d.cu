@@ -47,6 +47,7 @@ struct ConvPlan {
     cudnnConvolutionBwdDataAlgo_t bwd_data_algo = CUDNN_CONVOLUTION_BWD_DATA_ALGO_0;
     cudnnConvolutionBwdFilterAlgo_t bwd_filter_algo = CUDNN_CONVOLUTION_BWD_FILTER_ALGO_0;
     size_t ws[3] = {0, 0, 0};
+    cudnnMathType_t math = CUDNN_FMA_MATH;  // what make_plan asked for
 };
 
 std::mutex g_mu;  // plans and algorithm choice
@@ -77,6 +78,7 @@ int make_plan(ConvPlan **out, int N, int C, int H, int W, int K, int R, int S, i
     const cudnnMathType_t math = bf16                     ? CUDNN_TENSOR_OP_MATH
                                  : tn_cuda_get_allow_tf32() ? CUDNN_DEFAULT_MATH
                                                             : CUDNN_FMA_MATH;
+    p->math = math;
     for (int i = 0; i < 3; i++) {
         TN_CUDNN_CHECK(cudnnCreateConvolutionDescriptor(&p->conv[i]));
         TN_CUDNN_CHECK(cudnnSetConvolution2dDescriptor(p->conv[i], pad, pad, stride, stride, 1,
@@ -122,6 +124,14 @@ int find_workspace(TnBuffer &ws) {
     return TN_OK;  // time with no workspace at all
 }
 
+// The math type to run a chosen algorithm with. Find / Get report the
+// mathType they timed, which may be CUDNN_DEFAULT_MATH (TF32 allowed on
+// Ampere+) even when the descriptor asked for FMA math (PyTorch's note
+// "chooseAlgorithm doesn't respect mathType"): with TF32 off, FMA stays.
+cudnnMathType_t run_math(const ConvPlan *p, cudnnMathType_t reported) {
+    return p->math == CUDNN_FMA_MATH ? CUDNN_FMA_MATH : reported;
+}
+
 template <typename Perf>
 int pick(const Perf *perf, int n, size_t limit, const char *what) {
     for (int i = 0; i < n; i++)
@@ -151,7 +161,7 @@ int choose_fwd(cudnnHandle_t h, ConvPlan *p, const void *x, const void *w, void 
                             "cuDNN offers no usable algorithm for this shape");
     p->fwd_algo = perf[i].algo;
     p->ws[0] = perf[i].memory;
-    TN_CUDNN_CHECK(cudnnSetConvolutionMathType(p->conv[0], perf[i].mathType));
+    TN_CUDNN_CHECK(cudnnSetConvolutionMathType(p->conv[0], run_math(p, perf[i].mathType)));
     p->chosen[0] = true;
     return TN_OK;
 }
@@ -176,7 +186,7 @@ int choose_bwd_data(cudnnHandle_t h, ConvPlan *p, const void *w, const void *dy,
                             "cuDNN offers no usable algorithm for this shape");
     p->bwd_data_algo = perf[i].algo;
     p->ws[1] = perf[i].memory;
-    TN_CUDNN_CHECK(cudnnSetConvolutionMathType(p->conv[1], perf[i].mathType));
+    TN_CUDNN_CHECK(cudnnSetConvolutionMathType(p->conv[1], run_math(p, perf[i].mathType)));
     p->chosen[1] = true;
     return TN_OK;
 }
@@ -202,7 +212,7 @@ int choose_bwd_filter(cudnnHandle_t h, ConvPlan *p, const void *x, const void *d
                             "cuDNN offers no usable algorithm for this shape");
     p->bwd_filter_algo = perf[i].algo;
     p->ws[2] = perf[i].memory;
-    TN_CUDNN_CHECK(cudnnSetConvolutionMathType(p->conv[2], perf[i].mathType));
+    TN_CUDNN_CHECK(cudnnSetConvolutionMathType(p->conv[2], run_math(p, perf[i].mathType)));
     p->chosen[2] = true;
     return TN_OK;
 }

@@ -286,7 +286,13 @@ static void fmt_bytes(char *buf, size_t n, uint64_t b) {
 }
 
 // cudaFree every cached block of d (caller holds d->mu; device current).
+// A cached block may still be read or written by kernels queued before it
+// was freed (stream order makes reuse safe, not cudaFree), so wait for the
+// device first: this path (empty_cache, the out-of-memory retry) is rare.
 static int release_cached(DeviceState *d) {
+    bool any = false;
+    for (int b = 0; b < NUM_BINS && !any; b++) any = !d->bins[b].empty();
+    if (any) TN_CUDA_CHECK(cudaDeviceSynchronize());
     for (int b = 0; b < NUM_BINS; b++) {
         const size_t sz = bin_size(b);
         while (!d->bins[b].empty()) {
