@@ -278,8 +278,30 @@ def _classes(c, N):
     return c.astype(np.int64)
 
 
+def _integrate(model, x0, c, method, steps, rtol, atol, t0):
+    """One chunk of `sample`: (x1, model calls)."""
+    if method == "euler":
+        n = int(steps)
+        z = x0.copy()
+        for i in range(n):
+            ti = np.full(len(z), t0 + i * (1.0 - t0) / n, np.float32)
+            z += velocity(model, z, ti, c) / n
+        return z, n
+    dev = _device(model)
+
+    def f(t, y, idx):
+        tt, cc = t.astype(np.float32), None if c is None else c[idx]
+        if type(y) is not _DeviceArray:
+            return velocity(model, y, tt, cc)
+        with no_grad():     # the state stays on the model's GPU
+            return model(Tensor(y), tt, cc).data
+    y0 = x0 if dev == "cpu" else _to_device(np.ascontiguousarray(x0), dev)
+    z, info = solve_rk45(f, y0, t0, 1.0, rtol=rtol, atol=atol)
+    return (z if dev == "cpu" else z.numpy()), info["nfev"]
+
+
 def sample(model, x0, c, method="euler", steps=100, rtol=1e-5, atol=1e-5, t0=T_EPS,
-           batch_size=None):
+           batch_size=None, progress=False, desc="sample"):
     """Integrate the flow from noise x0 (at t = t0) to t = 1 under classes c.
 
     method "euler": `steps` steps, z += v(z, t_i, c) / steps at t_i = t0 +
@@ -287,42 +309,31 @@ def sample(model, x0, c, method="euler", steps=100, rtol=1e-5, atol=1e-5, t0=T_E
       straight flow lands exactly on x0 + v); steps=1 is one-step generation.
     method "rk45": adaptive Dormand-Prince (rtol, atol), `steps` ignored.
     batch_size: integrate in chunks of this many samples (memory).
+    progress: a tqdm bar over the samples (with the model calls so far).
     Returns (x1, nfe): float32 samples of x0's shape and the number of model
     calls (batched forwards, summed over chunks).
     """
+    from tqdm.auto import tqdm
+    if method not in ("euler", "rk45"):
+        raise ValueError(f"sample: method must be 'euler' or 'rk45', got {method!r}")
+    if method == "euler" and int(steps) < 1:
+        raise ValueError(f"sample: euler needs steps >= 1, got {steps}")
     x0 = _array(x0)
     N = x0.shape[0]
     c = _classes(c, N)
     bs = N if not batch_size else int(batch_size)
     outs, nfe = [], 0
-    for lo in range(0, N, bs):
-        xb = x0[lo:lo + bs]
-        cb = None if c is None else c[lo:lo + bs]
-        if method == "euler":
-            if int(steps) < 1:
-                raise ValueError(f"sample: euler needs steps >= 1, got {steps}")
-            n = int(steps)
-            z = xb.copy()
-            for i in range(n):
-                ti = np.full(len(z), t0 + i * (1.0 - t0) / n, np.float32)
-                z += velocity(model, z, ti, cb) / n
-                nfe += 1
+    bar = tqdm(total=N, desc=desc, unit="sample", disable=not progress, dynamic_ncols=True)
+    try:
+        for lo in range(0, N, bs):
+            z, calls = _integrate(model, x0[lo:lo + bs], None if c is None else c[lo:lo + bs],
+                                  method, steps, rtol, atol, t0)
             outs.append(z)
-        elif method == "rk45":
-            dev = _device(model)
-
-            def f(t, y, idx, cb=cb):
-                tt, cc = t.astype(np.float32), None if cb is None else cb[idx]
-                if type(y) is not _DeviceArray:
-                    return velocity(model, y, tt, cc)
-                with no_grad():     # the state stays on the model's GPU
-                    return model(Tensor(y), tt, cc).data
-            y0 = xb if dev == "cpu" else _to_device(np.ascontiguousarray(xb), dev)
-            z, info = solve_rk45(f, y0, t0, 1.0, rtol=rtol, atol=atol)
-            nfe += info["nfev"]
-            outs.append(z if dev == "cpu" else z.numpy())
-        else:
-            raise ValueError(f"sample: method must be 'euler' or 'rk45', got {method!r}")
+            nfe += calls
+            bar.set_postfix(nfe=nfe, refresh=False)
+            bar.update(len(z))
+    finally:
+        bar.close()
     return np.concatenate(outs) if len(outs) > 1 else outs[0], nfe
 
 
@@ -394,7 +405,7 @@ def train_flow(model, data, steps, batch_size, lr=2e-4, warmup=None, grad_clip=1
 
 # -- Reflow -------------------------------------------------------------------
 def reflow_pairs(model, x0_or_n, classes, rng, rtol=1e-5, atol=1e-5, t0=T_EPS,
-                 batch_size=None):
+                 batch_size=None, progress=False, desc="reflow pairs"):
     """Reflow couplings (Algorithm 1): x1 = RK45[v](x0 | c) for each x0.
 
     x0_or_n: noise (n, C, H, W), or n to draw it from `rng` at the model's
@@ -408,7 +419,7 @@ def reflow_pairs(model, x0_or_n, classes, rng, rtol=1e-5, atol=1e-5, t0=T_EPS,
         x0 = _array(x0_or_n)
     c = _classes(classes, len(x0))
     x1, nfe = sample(model, x0, c, method="rk45", rtol=rtol, atol=atol, t0=t0,
-                     batch_size=batch_size)
+                     batch_size=batch_size, progress=progress, desc=desc)
     return x0, x1, c, nfe
 
 
@@ -438,7 +449,9 @@ def train_reflow(model, classes, steps, batch_size, rounds=1, seed=0, rtol=1e-5,
                 raise ValueError(f"{pair_file}: unreadable Reflow pairs: {e}") from e
         else:
             x0, x1, c, nfe = reflow_pairs(model, len(classes), classes, rng, rtol=rtol,
-                                          atol=atol, batch_size=pair_batch_size)
+                                          atol=atol, batch_size=pair_batch_size,
+                                          progress=train_kwargs.get("progress", True),
+                                          desc=f"reflow-{k} pairs")
             if pair_file:
                 os.makedirs(rdir, exist_ok=True)
                 tmp = pair_file + f".tmp{os.getpid()}.npz"
