@@ -31,8 +31,16 @@
 # --quick halves the benchmark). Exit status: 0 when the
 # build, the tests and the benchmark ran clean; 2 when there is no GPU (the
 # checks were skipped, which is not a pass); 1 otherwise.
+# GPU_CHECK_OUT (or the device tool's OUT) names a folder that gets the
+# whole log (gpu_check.log) and the tests' JUnit XML (cuda-tests.xml).
 set -uo pipefail
 cd "$(dirname "$0")/.."
+logdir=${GPU_CHECK_OUT:-${OUT:-}}
+junit=()
+if [ -n "$logdir" ] && mkdir -p "$logdir"; then
+    exec > >(tee "$logdir/gpu_check.log") 2>&1
+    junit=(--junitxml "$logdir/cuda-tests.xml")
+fi
 PY=${PYTHON:-.venv/bin/python}
 [ -x "$PY" ] || PY=python3
 start=$(date +%s)
@@ -78,7 +86,7 @@ have_gpu=$("$PY" -c "import timenet; print(int(timenet.cuda.is_available()))" 2>
 
 say "CUDA tests"
 TIMENET_EXPECT_CUDA_BUILD=1 timeout 150 "$PY" -m pytest -q -p no:cacheprovider --maxfail=25 \
-    -rfE tests/test_cuda*.py || { echo "FAILED: tests/test_cuda*.py"; status=1; }
+    -rfE "${junit[@]}" tests/test_cuda*.py || { echo "FAILED: tests/test_cuda*.py"; status=1; }
 
 say "benchmark"
 torch_args=()
