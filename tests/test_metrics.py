@@ -15,7 +15,7 @@ from scipy import ndimage
 from sklearn.metrics import precision_recall_curve, roc_auc_score
 from sklearn.metrics import roc_curve as sk_roc_curve
 
-from timenet import metrics
+from timenet import _core, metrics
 
 STRUCT = np.ones((3, 3), dtype=int)
 
@@ -277,7 +277,6 @@ def test_regions_are_8_connected():
 def test_pro_regions_are_scipy_labels(case):
     # The regions the CUDA path sorts with (labelled on the host): scipy's
     # 8-connected labels, numbered on across the images.
-    from timenet import _core
     _, masks = PRO_CASES[case](np.random.default_rng(8))
     region, sizes = _core.pro_regions(masks.astype(np.uint8) * 255)
     assert region.dtype == np.int32 and region.shape == masks.shape and sizes.dtype == np.uint32
@@ -295,6 +294,14 @@ def test_pro_regions_are_scipy_labels(case):
     assert np.array_equal(np.unique(region[big]), np.arange(1, 40 * 256 + 1))
     with pytest.raises(ValueError, match=r"masks must be \(N, H, W\)"):
         _core.pro_regions(big[0])
+    with pytest.raises(ValueError, match="NaN"):
+        _core.pro_regions(np.full((1, 3, 3), np.nan))
+    with pytest.raises(TypeError, match="bool or integer"):
+        _core.pro_regions(np.zeros((1, 3, 3), complex))
+    strided = big[:2, :, ::2]          # non-contiguous: converted, the input untouched
+    before = strided.copy()
+    region, _ = _core.pro_regions(strided)
+    assert region.shape == strided.shape and np.array_equal(strided, before)
 
 
 # ------------------------------------------------------- ROC, AUROC, F1
@@ -598,6 +605,7 @@ def test_no_leak():
         metrics.auroc(s, y)
         metrics.roc_curve(s, y)
         metrics.f1_max(s, y)
+        _core.pro_regions(masks)
         for bad in ((maps, np.zeros_like(masks)), (maps[0], masks[0])):
             try:
                 metrics.aupro(*bad)
