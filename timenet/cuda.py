@@ -230,9 +230,9 @@ def autocast(enabled=True):
     Nestable (``autocast(False)`` inside turns it off for its block) and
     usable as a decorator; the previous state comes back on exit, also on an
     exception. An op's backward runs in the state its forward ran in (as in
-    PyTorch), so ``loss.backward()`` may come after the block. A CPU-only build raises RuntimeError for
-    ``enabled=True`` (there is nothing to cast); ``enabled=False`` works
-    everywhere.
+    PyTorch), so ``loss.backward()`` may come after the block. A CPU-only
+    build raises RuntimeError for ``enabled=True`` (there is nothing to
+    cast); ``enabled=False`` works everywhere.
     """
     prev = autocast_enabled()
     set_autocast(enabled)

@@ -328,7 +328,7 @@ def estimate_ratios(x1, x1_hat=None, extractor="auto", layers=DEFAULT_LAYERS, we
             raise ValueError(f"estimate_ratios: images of different sizes {size} and {a.shape[2:]}")
         H, W = size
         mp = max(mp, float(_core.l2_distance(a, b, squared=True).max()))
-        # One pass over at most a few dozen images: the maxima run on the host.
+        # A one-off pass (the training images' maxima): distances back to the host.
         dists = {layer: (_host(d1), _host(d2)) for layer, (d1, d2) in
                  _feature_distances(a, b, extractor, layers, max(1, int(batch_size))).items()}
         for layer, (d1, d2) in dists.items():

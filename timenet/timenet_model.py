@@ -103,8 +103,8 @@ class TimeNetModel(nn.Module):
         with no_grad():
             for lo in range(0, N, bs):
                 sl = slice(lo, lo + bs)
-                xh, T = self.forward(Tensor(x_t[sl], device=dev), tt[sl], None if cc is None else cc[sl],
-                                     use_tpn=use_tpn)
+                xh, T = self.forward(Tensor(x_t[sl], device=dev), tt[sl],
+                                     None if cc is None else cc[sl], use_tpn=use_tpn)
                 outs.append(_array(xh))
                 T = _array(T)
                 Ts.append(np.broadcast_to(T, (T.shape[0], 1) + x1.shape[2:]).copy()
