@@ -20,8 +20,9 @@ static PyObject *py_ode_combine(PyObject *self, PyObject *args, PyObject *kw) {
     tn_ode_args p;
     int st = TN_NOT_PARSED;
     if (tn_ode_parse_combine(&p, args, kw, op, &tn_cuda_f32, &ctx) == 0)
-        TN_CUDA_RUN(st, ctx.dev, tn_cuda_ode_combine(p.out.data, p.y.data, p.kp, F64(p.coeffs), p.K, F64(p.h),
-                                     p.B, p.D));
+        TN_CUDA_RUN(st, ctx.dev,
+                    tn_cuda_ode_combine(p.out.data, p.y.data, p.kp, F64(p.coeffs), p.K, F64(p.h),
+                                        p.B, p.D));
     PyObject *ret = tn_arg_result(p.out.ref, st, op, tn_cuda_raise);
     tn_ode_args_clear(&p);
     return ret;
@@ -33,9 +34,10 @@ static PyObject *py_ode_error_norm(PyObject *self, PyObject *args, PyObject *kw)
     tn_ode_args p;
     int st = TN_NOT_PARSED;
     if (tn_ode_parse_error_norm(&p, args, kw, op, &tn_cuda_f32, &ctx) == 0)
-        TN_CUDA_RUN(st, ctx.dev, tn_cuda_ode_error_norm((double *)PyArray_DATA(p.norm), p.kp, F64(p.coeffs), p.K,
-                                        F64(p.h), p.y.data, p.y_new.data, p.rtol, p.atol, p.B,
-                                        p.D));
+        TN_CUDA_RUN(
+            st, ctx.dev,
+            tn_cuda_ode_error_norm((double *)PyArray_DATA(p.norm), p.kp, F64(p.coeffs), p.K,
+                                   F64(p.h), p.y.data, p.y_new.data, p.rtol, p.atol, p.B, p.D));
     PyObject *ret = tn_arg_result((PyObject *)p.norm, st, op, tn_cuda_raise);
     tn_ode_args_clear(&p);
     return ret;

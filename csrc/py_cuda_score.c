@@ -28,10 +28,10 @@ static PyObject *distance(PyObject *args, PyObject *kw, int cosine) {
     int st = TN_NOT_PARSED;
     if (tn_score_parse_distance(&s, args, kw, cosine, op, &tn_cuda_f32, &ctx) == 0) {
         const int64_t L = s.H * s.W;
-        TN_CUDA_RUN(st, ctx.dev, cosine ? tn_cuda_cosine_distance(s.out.data, s.a.data, s.b.data, s.N, s.C, L,
-                                                  s.eps)
-                        : tn_cuda_l2_distance(s.out.data, s.a.data, s.b.data, s.N, s.C, L,
-                                              s.squared));
+        TN_CUDA_RUN(
+            st, ctx.dev,
+            cosine ? tn_cuda_cosine_distance(s.out.data, s.a.data, s.b.data, s.N, s.C, L, s.eps)
+                   : tn_cuda_l2_distance(s.out.data, s.a.data, s.b.data, s.N, s.C, L, s.squared));
     }
     return tn_score_finish(&s, st, op, score_raise);
 }
@@ -50,8 +50,9 @@ static PyObject *py_upsample_bilinear(PyObject *self, PyObject *args, PyObject *
     tn_score_args s;
     int st = TN_NOT_PARSED;
     if (tn_score_parse_upsample(&s, args, kw, op, &tn_cuda_f32, &ctx) == 0)
-        TN_CUDA_RUN(st, ctx.dev, tn_cuda_upsample_bilinear(s.out.data, s.a.data, s.N, s.H, s.W, s.OH, s.OW,
-                                           s.align_corners));
+        TN_CUDA_RUN(st, ctx.dev,
+                    tn_cuda_upsample_bilinear(s.out.data, s.a.data, s.N, s.H, s.W, s.OH, s.OW,
+                                              s.align_corners));
     return tn_score_finish(&s, st, op, score_raise);
 }
 
@@ -61,8 +62,9 @@ static PyObject *py_gaussian_filter(PyObject *self, PyObject *args, PyObject *kw
     tn_score_args s;
     int st = TN_NOT_PARSED;
     if (tn_score_parse_gaussian(&s, args, kw, op, &tn_cuda_f32, &ctx) == 0)
-        TN_CUDA_RUN(st, ctx.dev, tn_cuda_gaussian_filter(s.out.data, s.a.data, s.N, s.H, s.W, s.sigma,
-                                         s.truncate, s.mode));
+        TN_CUDA_RUN(st, ctx.dev,
+                    tn_cuda_gaussian_filter(s.out.data, s.a.data, s.N, s.H, s.W, s.sigma,
+                                            s.truncate, s.mode));
     return tn_score_finish(&s, st, op, score_raise);
 }
 
@@ -94,8 +96,9 @@ static PyObject *py_combine_maps(PyObject *self, PyObject *args, PyObject *kw) {
     int st = TN_NOT_PARSED;
     double used = 0;
     if (tn_score_parse_combine(&s, args, kw, op, &tn_cuda_f32, &ctx) == 0)
-        TN_CUDA_RUN(st, ctx.dev, tn_cuda_combine_maps(s.out.data, &used, s.a.data, s.b.data, s.N, s.w, s.ratio,
-                                      s.compute_ratio));
+        TN_CUDA_RUN(st, ctx.dev,
+                    tn_cuda_combine_maps(s.out.data, &used, s.a.data, s.b.data, s.N, s.w, s.ratio,
+                                         s.compute_ratio));
     PyObject *out = tn_score_finish(&s, st, op, score_raise);
     return out ? Py_BuildValue("Nd", out, used) : NULL;
 }
