@@ -535,8 +535,13 @@ static void bias_grad(float *db, const float *dy, int N, int K, int PQ) {
 
 int conv2d_backward_weight(float *dw, float *db, const float *dy, const float *x,
                            int N, int C, int H, int W, int K, int R, int S, int stride, int pad) {
-    // dw is (K, C, R, S), accumulated; db is (K,) or NULL, accumulated;
+    // dw is (K, C, R, S) or NULL, accumulated; db is (K,) or NULL, accumulated;
     // dy is (N, K, P, Q); x is (N, C, H, W)
+    if (!dw) {
+        if (db) bias_grad(db, dy, N, K, conv2d_out_size(H, R, stride, pad) *
+                                        conv2d_out_size(W, S, stride, pad));
+        return TN_OK;
+    }
     conv_plan pl = make_plan(N, C, H, W, K, R, S, stride, pad);
     int threads = weight_threads(&pl, N), tr = weight_transposed(K);
     size_t total = plan_floats(&pl, 2, N, K);

@@ -21,8 +21,8 @@ int conv2d_forward(float *y, const float *x, const float *w, const float *b,
 int conv2d_backward_input(float *dx, const float *dy, const float *w,
                           int N, int C, int H, int W, int K, int R, int S, int stride, int pad);
 
-// dw is (K, C, R, S), accumulated; db is (K,) or NULL, accumulated;
-// dy is (N, K, P, Q); x is (N, C, H, W).
+// dw is (K, C, R, S) or NULL (db only), accumulated; db is (K,) or NULL,
+// accumulated; dy is (N, K, P, Q); x is (N, C, H, W).
 int conv2d_backward_weight(float *dw, float *db, const float *dy, const float *x,
                            int N, int C, int H, int W, int K, int R, int S, int stride, int pad);
 

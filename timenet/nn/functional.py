@@ -65,6 +65,10 @@ def conv2d(input, weight, bias=None, stride=1, padding=0):
     y = k.conv2d_forward(x.data, w.data, _data(bias), stride, padding)
 
     def backward(g):
+        if k is _core:  # a frozen weight (the TPN stage's denoiser) skips dW
+            return k.conv2d_backward(g, x.data, w.data, stride, padding, x.requires_grad,
+                                     bias is not None and bias.requires_grad,
+                                     w.requires_grad)
         dx, dw, db = k.conv2d_backward(g, x.data, w.data, stride, padding,
                                        x.requires_grad, bias is not None)
         return dx, dw, db
