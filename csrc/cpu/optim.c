@@ -47,7 +47,8 @@ double grad_norm(const float *const *xs, const size_t *ns, int count) {
         const float *x = xs[a];
         const long long nn = (long long)ns[a];
         double s = 0.0;
-#pragma omp parallel for simd schedule(static) reduction(+ : s) if (nn > OPTIM_PAR_MIN)
+#pragma omp parallel for simd schedule(static) reduction(+ : s) \
+    if (parallel : nn > OPTIM_PAR_MIN)
         for (long long i = 0; i < nn; i++) s += (double)x[i] * (double)x[i];
         total += s;
     }
@@ -59,7 +60,7 @@ void scale_inplace(float *const *xs, const size_t *ns, int count, float factor) 
     for (int a = 0; a < count; a++) {
         float *x = xs[a];
         const long long nn = (long long)ns[a];
-#pragma omp parallel for simd schedule(static) if (nn > OPTIM_PAR_MIN)
+#pragma omp parallel for simd schedule(static) if (parallel : nn > OPTIM_PAR_MIN)
         for (long long i = 0; i < nn; i++) x[i] *= factor;
     }
 }
