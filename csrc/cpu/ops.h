@@ -8,9 +8,14 @@
 
 #include "common.h"
 
-// Below this many elements an op runs on one thread: an OpenMP fork/join
-// costs a few microseconds, more than the whole op on a small tensor.
-#define TN_OMP_MIN_WORK 32768
+// Below this many elements an op runs on one thread. Waking the sleeping
+// OpenMP threads (OMP_WAIT_POLICY passive, timenet/_loader.py) costs about
+// 90 us a parallel region on the 2-core VM, median over back-to-back calls
+// (the kernel's futex wake of an idle vCPU, and the join's): 1 vs 2 threads,
+// us, at 131072 / 262144 / 1048576 elements: silu 105 / 260 / 874 vs
+// 145 / 188 / 511, group_norm 49 / 109 / 504 vs 100 / 135 / 332, relu
+// 13 / 45 / 288 vs 92 / 96 / 201. (At 32768, the old bound: silu 25 vs 92.)
+#define TN_OMP_MIN_WORK 262144
 
 // Most dims add/mul broadcasting handles (any practical tensor).
 #define TN_BCAST_MAXDIM 8

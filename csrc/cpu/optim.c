@@ -1,12 +1,13 @@
 // Optimizer kernels: AdamW step, global gradient norm, in-place scaling
 // (clip_grad_norm = grad_norm + scale_). Element-wise loops, written so the
 // compiler vectorises them; OpenMP only above a size where the fork/join
-// (a few microseconds) is paid back.
+// (about 90 us with sleeping threads, see TN_OMP_MIN_WORK) is paid back.
 #include <math.h>
 
 #include "attn.h"
+#include "ops.h"
 
-#define OPTIM_PAR_MIN 32768  // elements; smaller arrays run on one thread
+#define OPTIM_PAR_MIN TN_OMP_MIN_WORK  // elements; smaller arrays run on one thread
 
 // p, m, v, g are (n,). torch.optim.AdamW (amsgrad=False, maximize=False),
 // as its single-tensor path computes it:
