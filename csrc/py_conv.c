@@ -58,13 +58,9 @@ static PyObject *py_conv2d_backward(PyObject *self, PyObject *args, PyObject *kw
     if (need_dw && !(dw = tn_zeros_f32(PyArray_NDIM(w), PyArray_DIMS(w)))) goto exit;
     npy_intp bdims[1] = {z.K};
     if (need_bias && !(db = tn_zeros_f32(1, bdims))) goto exit;
-    if (dx)
-        RUN_KERNEL(op, conv2d_backward_input(TN_F32(dx), TN_F32(dy), TN_F32(w), z.N, z.C, z.H,
-                                             z.W, z.K, z.R, z.S, z.stride, z.pad));
-    if (dw || db)
-        RUN_KERNEL(op, conv2d_backward_weight(dw ? TN_F32(dw) : NULL, db ? TN_F32(db) : NULL,
-                                              TN_F32(dy), TN_F32(x), z.N, z.C, z.H, z.W, z.K,
-                                              z.R, z.S, z.stride, z.pad));
+    RUN_KERNEL(op, conv2d_backward(dx ? TN_F32(dx) : NULL, dw ? TN_F32(dw) : NULL,
+                                   db ? TN_F32(db) : NULL, TN_F32(dy), TN_F32(x), TN_F32(w), z.N,
+                                   z.C, z.H, z.W, z.K, z.R, z.S, z.stride, z.pad));
     ret = PyTuple_Pack(3, dx ? (PyObject *)dx : Py_None, dw ? (PyObject *)dw : Py_None,
                        db ? (PyObject *)db : Py_None);
 exit:
