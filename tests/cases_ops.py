@@ -114,10 +114,68 @@ CASES += [
 
 
 # ---------------------------------------------------------------------------
-# activations
+# group norm + SiLU, fused: silu(group_norm(x)); the backward chains the two
+# references. The kernel must also give the two ops' bits exactly.
 
 def _sigmoid(x):
     return 1.0 / (1.0 + np.exp(-x))
+
+
+def group_norm_silu_case(name, shape, G, affine, eps=1e-5, **tol):
+    rng = _rng(name)
+    C = shape[1]
+    inputs = {"x": rng.standard_normal(shape) * 1.5 + 0.3}
+    if affine:
+        inputs["w"] = 1.0 + 0.5 * rng.standard_normal(C)
+        inputs["b"] = rng.standard_normal(C)
+
+    def ref(d):
+        z = group_norm_ref(d["x"], G, d.get("w"), d.get("b"), eps)
+        return z * _sigmoid(z)
+
+    def ref_bwd(gy, d):
+        z = group_norm_ref(d["x"], G, d.get("w"), d.get("b"), eps)
+        s = _sigmoid(z)
+        return group_norm_ref_bwd(gy * s * (1 + z * (1 - s)), d["x"], G, d.get("w"), eps,
+                                  affine)
+
+    def fwd(d):
+        y, mean, rstd = _core.group_norm_silu_forward(d["x"], G, d.get("w"), d.get("b"), eps)
+        assert mean.shape == rstd.shape == (shape[0], G)
+        assert mean.dtype == rstd.dtype == np.float64
+        z, _, _ = _core.group_norm_forward(d["x"], G, d.get("w"), d.get("b"), eps)
+        np.testing.assert_array_equal(y, _core.silu_forward(z))     # the two ops' bits
+        return y
+
+    def bwd(gy, d):
+        _, mean, rstd = _core.group_norm_silu_forward(d["x"], G, d.get("w"), d.get("b"), eps)
+        dx, dw, db = _core.group_norm_silu_backward(gy, d["x"], mean, rstd, G, d.get("w"),
+                                                    d.get("b"))
+        assert (dw is None) == (db is None) == (not affine)
+        z, m32, r32 = _core.group_norm_forward(d["x"], G, d.get("w"), d.get("b"), eps)
+        two = _core.group_norm_backward(_core.silu_backward(gy, z), d["x"], m32, r32, G,
+                                        d.get("w"))
+        for got, want in zip((dx, dw, db), two):
+            assert (got is None and want is None) or np.array_equal(got, want)
+        return {"x": dx, **({"w": dw, "b": db} if affine else {})}
+
+    return Case(name, inputs, fwd, ref, bwd, ref_bwd, **tol)
+
+
+CASES += [
+    group_norm_silu_case("group_norm_silu 2x6x5x7 G=3 affine", (2, 6, 5, 7), 3, True),
+    group_norm_silu_case("group_norm_silu 2x6x5x7 G=3 plain", (2, 6, 5, 7), 3, False),
+    group_norm_silu_case("group_norm_silu 7x5x2x3 G=C", (7, 5, 2, 3), 5, True),
+    group_norm_silu_case("group_norm_silu 3-D 2x6x11 G=2", (2, 6, 11), 2, True),
+    group_norm_silu_case("group_norm_silu eps=1e-2", (2, 6, 3, 3), 3, True, eps=1e-2),
+    # The OpenMP path (>= TN_OMP_MIN_WORK elements): one dz slab per thread.
+    group_norm_silu_case("group_norm_silu 2x32x64x64 G=8 threaded", (2, 32, 64, 64), 8, True,
+                         fd_tol=3e-2),
+]
+
+
+# ---------------------------------------------------------------------------
+# activations
 
 
 def silu_case(name, shape, scale=3.0):
@@ -554,6 +612,24 @@ BAD += [
     Bad("group_norm_backward dy shape", lambda: _core.group_norm_backward(
         _x(2, 6, 3, 4), _x(2, 6, 3, 3), _x(2, 3), _x(2, 3), 3, None), ValueError,
         r"dy must be \(2, 6, 3, 3\)"),
+    # group norm + SiLU
+    Bad("group_norm_silu float64 x", lambda: _core.group_norm_silu_forward(
+        _x(2, 4, 3, 3, dtype=np.float64), 2, None, None, 1e-5), TypeError,
+        "group_norm_silu_forward: x must be"),
+    Bad("group_norm_silu w without b", lambda: _core.group_norm_silu_forward(
+        _x(2, 6, 3, 3), 3, _x(6), None, 1e-5), ValueError, "both"),
+    Bad("group_norm_silu_backward float32 stats", lambda: _core.group_norm_silu_backward(
+        _x(2, 6, 3, 3), _x(2, 6, 3, 3), _x(2, 3), _x(2, 3), 3, None, None), TypeError,
+        r"mean must be \(N, G\) = \(2, 3\) float64"),
+    Bad("group_norm_silu_backward stats shape", lambda: _core.group_norm_silu_backward(
+        _x(2, 6, 3, 3), _x(2, 6, 3, 3), _x(2, 3, dtype=np.float64), _x(2, 2, dtype=np.float64),
+        3, None, None), ValueError, r"rstd must be \(N, G\) = \(2, 3\)"),
+    Bad("group_norm_silu_backward w without b", lambda: _core.group_norm_silu_backward(
+        _x(2, 6, 3, 3), _x(2, 6, 3, 3), _x(2, 3, dtype=np.float64), _x(2, 3, dtype=np.float64),
+        3, _x(6), None), ValueError, "both"),
+    Bad("group_norm_silu_backward dy shape", lambda: _core.group_norm_silu_backward(
+        _x(2, 6, 3, 4), _x(2, 6, 3, 3), _x(2, 3, dtype=np.float64), _x(2, 3, dtype=np.float64),
+        3, None, None), ValueError, r"dy must be \(2, 6, 3, 3\)"),
     # activations
     Bad("silu non-contiguous", lambda: _core.silu_forward(_ncol), ValueError, "C-contiguous"),
     Bad("silu zero-size", lambda: _core.silu_forward(_x(2, 0, 3)), ValueError, "zero-size"),

@@ -25,6 +25,8 @@ CASES = [
     ("linear 3-d", lambda x, w, b: F.linear(x, w, b), [t(2, 3, 5), t(4, 5), t(4)]),
     ("group_norm", lambda x, w, b: F.group_norm(x, 2, w, b), [t(2, 4, 3, 3), t(4), t(4)]),
     ("group_norm plain", lambda x: F.group_norm(x, 1), [t(2, 3, 4)]),
+    ("group_norm_silu", lambda x, w, b: F.group_norm_silu(x, 2, w, b), [t(2, 4, 3, 3), t(4), t(4)]),
+    ("group_norm_silu plain", lambda x: F.group_norm_silu(x, 1), [t(2, 3, 4)]),
     ("silu", lambda x: F.silu(x), [t(2, 3, 4)]),
     ("sigmoid", lambda x: F.sigmoid(x), [t(5, 3)]),
     ("relu", lambda x: F.relu(x), [perm(2, 3, 4)]),

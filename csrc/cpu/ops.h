@@ -26,6 +26,12 @@ int group_norm_forward(float *y, float *mean, float *rstd, const float *x, const
 int group_norm_backward(float *dx, float *dw, float *db, const float *dy, const float *x,
                         const float *mean, const float *rstd, const float *w, int N, int C,
                         ptrdiff_t S, int G);
+// silu(group_norm(x)) fused; mean, rstd (N, G) are float64 here.
+int group_norm_silu_forward(float *y, double *mean, double *rstd, const float *x, const float *w,
+                            const float *b, int N, int C, ptrdiff_t S, int G, float eps);
+int group_norm_silu_backward(float *dx, float *dw, float *db, const float *dy, const float *x,
+                             const double *mean, const double *rstd, const float *w,
+                             const float *b, int N, int C, ptrdiff_t S, int G);
 
 // act.c
 int silu_forward(float *y, const float *x, ptrdiff_t n);
