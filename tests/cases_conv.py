@@ -136,6 +136,11 @@ CASES = [
     conv_case("conv3x3_shifted_batch1_c17", 1, 17, 7, 23, 5, 3, 3, 1, 1),
     conv_case("conv5x5_shifted_p2_nobias", 1, 16, 6, 20, 3, 5, 5, 1, 2, bias=False),
     conv_case("conv3x1_shifted_p0", 3, 20, 6, 25, 4, 3, 1, 1, 0),
+    # Narrow maps (padded width < 24) with <= 128 channels: forward shifted;
+    # dx too with >= 8 rows and >= 4 images a thread (8 images, 2 threads).
+    conv_case("conv3x3_shifted_narrow", 8, 16, 8, 8, 12, 3, 3, 1, 1),
+    conv_case("conv3x3_shifted_narrow_fwd_only", 2, 20, 6, 7, 5, 3, 3, 1, 1),
+    conv_case("conv5x5_shifted_narrow_p2_nobias", 8, 17, 9, 10, 3, 5, 5, 1, 2, bias=False),
     # ... with 3 and 4 row tiles an image: dx in two phases (even, odd tiles).
     conv_case("conv3x3_shifted_3tiles", 1, 16, 24, 24, 4, 3, 3, 1, 1),
     conv_case("conv5x5_shifted_4tiles", 2, 16, 40, 20, 3, 5, 5, 1, 2),

@@ -11,7 +11,8 @@
 // 1. 1x1, stride 1, no padding ("pointwise"): col(x_n) is x_n itself viewed
 //    as (C, H*W); the GEMMs run on column blocks of x, no copy at all.
 //
-// 2. Stride 1 with >= 16 channels and a padded width >= 24 ("shifted"): copy
+// 2. Stride 1 with >= 16 channels and a padded width >= 24, or at most 128
+//    channels on narrower maps ("shifted"; see CONV_SHIFT_*): copy
 //    a tile of T output rows' worth of input, zero-padded to width
 //    Wp = W + 2*pad, into xpad (C, (T+R-1)*Wp); kernel offset (r, s) then sees
 //    the contiguous run xpad[c][r*Wp + s + j] for output j = t*Wp + q, so
@@ -87,9 +88,20 @@
 // Target bytes of one shifted tile (input rows + output rows, per thread).
 #define CONV_SHIFT_BYTES (1024 * 1024)
 // Shifted GEMMs reduce over C only, and waste (S-1)/Wp of their columns:
-// worth it from these sizes on (see benchmarks/kernels.py).
+// worth it from these sizes on (see benchmarks/kernels.py). Narrower maps
+// (the 8^2 and 16^2 levels of the small presets) take them too up to 128
+// input channels; 2 threads, ms, im2col vs shifted, forward: 16x32x16^2
+// 32->32 0.72 vs 0.44, 16x64x8^2 64->32 0.49 vs 0.26, 8x64x16^2 64->64 0.92
+// vs 0.75, 16x128x8^2 1.72 vs 1.48; but 4x256x8^2 1.42 vs 1.62 and
+// 4x512x8^2 5.2 vs 6.2 (a long im2col reduction wins). backward_input there
+// needs images to fill its two phases and at least 8 rows: 8x64x16^2 0.81
+// vs 0.63, 16x64x8^2 64->32 0.41 vs 0.27, but 1x64x16^2 0.17 vs 0.22 and
+// 8x64x4^2 0.05 vs 0.22.
 #define CONV_SHIFT_MIN_C 16
 #define CONV_SHIFT_MIN_WP 24
+#define CONV_SHIFT_NARROW_MAX_C 128
+#define CONV_SHIFT_NARROW_DX_IMAGES 4  // per thread
+#define CONV_SHIFT_NARROW_DX_ROWS 8
 
 // How a convolution of given sizes is cut into tiles, and what scratch
 // memory each kernel needs: the same numbers drive the allocations and
@@ -97,7 +109,8 @@
 typedef struct {
     int C, P, Q, PQ, CRS, RS;
     int pointwise;    // 1x1, stride 1, no padding: GEMM on x directly
-    int shifted;      // forward and backward_input by shifted GEMMs
+    int shifted;      // forward by shifted GEMMs
+    int shifted_dx;   // backward_input by shifted GEMMs
     int threads;
     int tile;         // im2col tiles: output positions per tile (J)
     int ntiles;       //   tiles per image
@@ -158,8 +171,12 @@ static conv_plan make_plan(int N, int C, int H, int W, int K, int R, int S, int 
     int min_rows = TN_MAX(1, R - 1);
     double row_bytes = 4.0 * p.Wp * ((double)C + K);
     double min_tile_bytes = 4.0 * p.Wp * ((double)C * (min_rows + R - 1) + (double)K * min_rows);
-    p.shifted = stride == 1 && !p.pointwise && C >= CONV_SHIFT_MIN_C &&
-                p.Wp >= CONV_SHIFT_MIN_WP && min_tile_bytes <= 4.0 * CONV_SHIFT_BYTES;
+    int can_shift = stride == 1 && !p.pointwise && C >= CONV_SHIFT_MIN_C &&
+                    min_tile_bytes <= 4.0 * CONV_SHIFT_BYTES;
+    int wide = p.Wp >= CONV_SHIFT_MIN_WP, narrow = C <= CONV_SHIFT_NARROW_MAX_C;
+    p.shifted = can_shift && (wide || narrow);
+    p.shifted_dx = can_shift && (wide || (narrow && p.P >= CONV_SHIFT_NARROW_DX_ROWS &&
+                                          N >= CONV_SHIFT_NARROW_DX_IMAGES * p.threads));
     long rows = (long)(CONV_SHIFT_BYTES / row_bytes);
     long row_split = ((long)N * p.P + items - 1) / items;
     rows = TN_MIN(rows, TN_MAX(row_split, ceil_div(4 * CONV_SPLIT_MIN_TILE, p.Wp)));
@@ -196,7 +213,7 @@ static size_t plan_floats(const conv_plan *p, int op, int N, int K) {
         if (p->shifted) return wr + th * (p->C * p->ldx + wide);
         return th * p->CRS * p->tile;
     case 1:
-        if (p->shifted) return wr + th * (p->C * p->ldx + wide);
+        if (p->shifted_dx) return wr + th * (p->C * p->ldx + wide);
         return th * p->group_c * p->RS * p->tile;
     default:
         th = (size_t)weight_threads(p, N);
@@ -434,7 +451,7 @@ static void backward_input_shifted(float *dx, const float *dy, const float *w, f
 static void backward_input(float *dx, const float *dy, const float *w, float *ws,
                            const conv_plan *pl, int N, int C, int H, int W, int K, int R, int S,
                            int stride, int pad) {
-    if (pl->shifted) {
+    if (pl->shifted_dx) {
         backward_input_shifted(dx, dy, w, ws, pl, N, C, H, W, K, R, S, pad);
     } else if (pl->pointwise) {
         // dx_n[:, j0:j0+J] += W^T @ dy_n[:, j0:j0+J]: tiles never overlap.
