@@ -73,28 +73,34 @@ static int check_layout(PyArrayObject *a, const char *op, const char *name) {
     return 0;
 }
 
-PyArrayObject *tn_f32(PyObject *obj, const char *op, const char *name, int ndim,
-                      const char *expect) {
+// tn_f32 for an array of `type`, named `tname` in messages.
+static PyArrayObject *strict_array(PyObject *obj, int type, const char *tname, const char *op,
+                                   const char *name, int ndim, const char *expect) {
     char got[160];
     if (!PyArray_Check(obj)) {
-        PyErr_Format(PyExc_TypeError, "%s: %s must be a numpy float32 array %s, got %s", op,
-                     name, expect, tn_describe(obj, got, sizeof got));
+        PyErr_Format(PyExc_TypeError, "%s: %s must be a numpy %s array %s, got %s", op, name,
+                     tname, expect, tn_describe(obj, got, sizeof got));
         return NULL;
     }
     PyArrayObject *a = (PyArrayObject *)obj;
-    if (PyArray_TYPE(a) != NPY_FLOAT32 || PyArray_ISBYTESWAPPED(a)) {
-        PyErr_Format(PyExc_TypeError, "%s: %s must be %s float32, got %s", op, name, expect,
+    if (PyArray_TYPE(a) != type || PyArray_ISBYTESWAPPED(a)) {
+        PyErr_Format(PyExc_TypeError, "%s: %s must be %s %s, got %s", op, name, expect, tname,
                      tn_describe(obj, got, sizeof got));
         return NULL;
     }
     if (ndim >= 0 && PyArray_NDIM(a) != ndim) {
-        PyErr_Format(PyExc_ValueError, "%s: %s must be %s float32, got %s", op, name, expect,
+        PyErr_Format(PyExc_ValueError, "%s: %s must be %s %s, got %s", op, name, expect, tname,
                      tn_describe(obj, got, sizeof got));
         return NULL;
     }
     if (check_layout(a, op, name) < 0) return NULL;
     Py_INCREF(a);
     return a;
+}
+
+PyArrayObject *tn_f32(PyObject *obj, const char *op, const char *name, int ndim,
+                      const char *expect) {
+    return strict_array(obj, NPY_FLOAT32, "float32", op, name, ndim, expect);
 }
 
 PyArrayObject *tn_f32_min_ndim(PyObject *obj, const char *op, const char *name, int min_ndim,
@@ -107,6 +113,13 @@ PyArrayObject *tn_f32_min_ndim(PyObject *obj, const char *op, const char *name, 
 PyArrayObject *tn_f32_expect(PyObject *obj, const char *op, const char *name,
                              const tn_expect *e) {
     PyArrayObject *a = tn_f32(obj, op, name, e->ndim, e->text);
+    if (a && tn_check_expect((PyObject *)a, op, name, e) < 0) Py_CLEAR(a);
+    return a;
+}
+
+PyArrayObject *tn_f64_expect(PyObject *obj, const char *op, const char *name,
+                             const tn_expect *e) {
+    PyArrayObject *a = strict_array(obj, NPY_FLOAT64, "float64", op, name, e->ndim, e->text);
     if (a && tn_check_expect((PyObject *)a, op, name, e) < 0) Py_CLEAR(a);
     return a;
 }

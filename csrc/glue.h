@@ -79,10 +79,13 @@ typedef struct {
 // with the exception set):
 //   tn_f32_min_ndim  any ndim >= min_ndim ("(N, C, *)")
 //   tn_f32_expect    exactly e's shape
+//   tn_f64_expect    the same, float64 (saved float64 statistics)
 //   tn_index         an integer array of exactly `type` (ids int64, argmax int32)
 PyArrayObject *tn_f32_min_ndim(PyObject *obj, const char *op, const char *name, int min_ndim,
                                const char *expect);
 PyArrayObject *tn_f32_expect(PyObject *obj, const char *op, const char *name,
+                             const tn_expect *e);
+PyArrayObject *tn_f64_expect(PyObject *obj, const char *op, const char *name,
                              const tn_expect *e);
 PyArrayObject *tn_index(PyObject *obj, int type, const char *op, const char *name, int ndim,
                         const char *expect);

@@ -193,6 +193,64 @@ static void release_arrays(PyArrayObject **arrs, float **ptrs, size_t *ns, int c
     PyMem_Free(arrs); PyMem_Free(ptrs); PyMem_Free(ns);
 }
 
+PyDoc_STRVAR(adamw_step_multi_doc,
+"adamw_step_multi(ps, gs, ms, vs, lr, beta1, beta2, eps, weight_decay, step)\n--\n\n"
+"adamw_step on every (ps[i], gs[i], ms[i], vs[i]) of four equally long lists\n"
+"of float32 arrays, in one call whose threads share the arrays' chunks: the\n"
+"same bits as one adamw_step per array. Each index is checked as adamw_step\n"
+"checks its arrays. Returns None.");
+
+static PyObject *py_adamw_step_multi(PyObject *self, PyObject *args, PyObject *kw) {
+    static char *kwlist[] = {"ps", "gs", "ms", "vs", "lr", "beta1", "beta2", "eps",
+                             "weight_decay", "step", NULL};
+    const char *op = "adamw_step_multi";
+    static const char *const what[4] = {"ps", "gs", "ms", "vs"};
+    PyObject *lists[4], *ret = NULL;
+    double lr, beta1, beta2, eps, wd;
+    long long step;
+    PyArrayObject **arrs[4] = {NULL};
+    float **ptrs[4] = {NULL};
+    size_t *ns[4] = {NULL};
+    int count[4] = {0}, got = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOOOdddddL:adamw_step_multi", kwlist,
+                                     &lists[0], &lists[1], &lists[2], &lists[3], &lr, &beta1,
+                                     &beta2, &eps, &wd, &step))
+        return NULL;
+    for (; got < 4; got++)  // ps, ms, vs are updated in place; gs only read
+        if (collect_arrays(lists[got], op, what[got], got != 1, &arrs[got], &ptrs[got],
+                           &ns[got], &count[got]) < 0)
+            goto exit;
+    for (int k = 1; k < 4; k++)
+        if (count[k] != count[0]) {
+            PyErr_Format(PyExc_ValueError, "%s: %s has %d arrays, ps has %d", op, what[k],
+                         count[k], count[0]);
+            goto exit;
+        }
+    for (int i = 0; i < count[0]; i++) {
+        char names[4][48];
+        const char *nm[4];
+        PyObject *const a4[4] = {(PyObject *)arrs[0][i], (PyObject *)arrs[1][i],
+                                 (PyObject *)arrs[2][i], (PyObject *)arrs[3][i]};
+        for (int k = 0; k < 4; k++) {
+            snprintf(names[k], sizeof names[k], "%s[%d]", what[k], i);
+            nm[k] = names[k];
+        }
+        tn_expect e;
+        tn_expect_dims(&e, "ps[i].shape", PyArray_NDIM(arrs[0][i]), PyArray_DIMS(arrs[0][i]), 0);
+        for (int k = 1; k < 4; k++)
+            if (tn_check_expect(a4[k], op, nm[k], &e) < 0) goto exit;
+        if (tn_check_disjoint(op, 4, a4, nm) < 0) goto exit;
+    }
+    if (tn_check_adamw(op, lr, beta1, beta2, eps, wd, step) < 0) goto exit;
+    RUN_KERNEL(op, adamw_step_multi(ptrs[0], ptrs[2], ptrs[3], (const float *const *)ptrs[1],
+                                    ns[0], count[0], lr, beta1, beta2, eps, wd, step));
+    Py_INCREF(Py_None);
+    ret = Py_None;
+exit:
+    for (int k = 0; k < got; k++) release_arrays(arrs[k], ptrs[k], ns[k], count[k]);
+    return ret;
+}
+
 PyDoc_STRVAR(grad_norm_doc,
 "grad_norm(grads)\n--\n\n"
 "Global L2 norm sqrt(sum of g^2 over every array) of a list of float32\n"
@@ -245,6 +303,8 @@ PyMethodDef tn_attn_methods[] = {
      METH_VARARGS | METH_KEYWORDS, attention_backward_doc},
     {"adamw_step", (PyCFunction)(void (*)(void))py_adamw_step, METH_VARARGS | METH_KEYWORDS,
      adamw_step_doc},
+    {"adamw_step_multi", (PyCFunction)(void (*)(void))py_adamw_step_multi,
+     METH_VARARGS | METH_KEYWORDS, adamw_step_multi_doc},
     {"grad_norm", py_grad_norm, METH_O, grad_norm_doc},
     {"scale_", (PyCFunction)(void (*)(void))py_scale_, METH_VARARGS | METH_KEYWORDS, scale_doc},
     {NULL, NULL, 0, NULL},

@@ -37,13 +37,15 @@ exit:
 
 static PyObject *py_conv2d_backward(PyObject *self, PyObject *args, PyObject *kwds) {
     static const char *op = "conv2d_backward";
-    static char *kwlist[] = {"dy", "x", "w", "stride", "padding", "need_dx", "need_bias", NULL};
+    static char *kwlist[] = {"dy", "x", "w", "stride", "padding", "need_dx", "need_bias",
+                             "need_dw", NULL};
     PyObject *dyo, *xo, *wo, *ret = NULL;
     PyArrayObject *dy = NULL, *x = NULL, *w = NULL, *dx = NULL, *dw = NULL, *db = NULL;
-    int stride, padding, need_dx = 1, need_bias = 1;
+    int stride, padding, need_dx = 1, need_bias = 1, need_dw = 1;
     tn_conv2d z;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOii|pp:conv2d_backward", kwlist, &dyo, &xo,
-                                     &wo, &stride, &padding, &need_dx, &need_bias))
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOii|ppp:conv2d_backward", kwlist, &dyo,
+                                     &xo, &wo, &stride, &padding, &need_dx, &need_bias,
+                                     &need_dw))
         return NULL;
     if (!(dy = tn_f32(dyo, op, "dy", 4, "(N, K, P, Q)"))) goto exit;
     if (!(x = tn_f32(xo, op, "x", 4, "(N, C, H, W)"))) goto exit;
@@ -53,16 +55,13 @@ static PyObject *py_conv2d_backward(PyObject *self, PyObject *args, PyObject *kw
     npy_intp ydims[4] = {z.N, z.K, z.P, z.Q};
     if (tn_check_grad_out(op, (PyObject *)dy, 4, ydims, "(N, K, P, Q)") < 0) goto exit;
     if (need_dx && !(dx = tn_zeros_f32(PyArray_NDIM(x), PyArray_DIMS(x)))) goto exit;
-    if (!(dw = tn_zeros_f32(PyArray_NDIM(w), PyArray_DIMS(w)))) goto exit;
+    if (need_dw && !(dw = tn_zeros_f32(PyArray_NDIM(w), PyArray_DIMS(w)))) goto exit;
     npy_intp bdims[1] = {z.K};
     if (need_bias && !(db = tn_zeros_f32(1, bdims))) goto exit;
-    if (dx)
-        RUN_KERNEL(op, conv2d_backward_input(TN_F32(dx), TN_F32(dy), TN_F32(w), z.N, z.C, z.H,
-                                             z.W, z.K, z.R, z.S, z.stride, z.pad));
-    RUN_KERNEL(op, conv2d_backward_weight(TN_F32(dw), db ? TN_F32(db) : NULL, TN_F32(dy),
-                                          TN_F32(x), z.N, z.C, z.H, z.W, z.K, z.R, z.S,
-                                          z.stride, z.pad));
-    ret = PyTuple_Pack(3, dx ? (PyObject *)dx : Py_None, (PyObject *)dw,
+    RUN_KERNEL(op, conv2d_backward(dx ? TN_F32(dx) : NULL, dw ? TN_F32(dw) : NULL,
+                                   db ? TN_F32(db) : NULL, TN_F32(dy), TN_F32(x), TN_F32(w), z.N,
+                                   z.C, z.H, z.W, z.K, z.R, z.S, z.stride, z.pad));
+    ret = PyTuple_Pack(3, dx ? (PyObject *)dx : Py_None, dw ? (PyObject *)dw : Py_None,
                        db ? (PyObject *)db : Py_None);
 exit:
     Py_XDECREF(dy); Py_XDECREF(x); Py_XDECREF(w);
@@ -180,10 +179,12 @@ PyMethodDef tn_conv_methods[] = {
      "x (N, C, H, W), w (K, C, R, S), b (K,) or None -> y (N, K, P, Q) with\n"
      "P = (H + 2*padding - R) // stride + 1, Q likewise. All float32, C-contiguous."},
     {"conv2d_backward", FN(py_conv2d_backward), KW,
-     "conv2d_backward(dy, x, w, stride, padding, need_dx=True, need_bias=True)\n--\n\n"
+     "conv2d_backward(dy, x, w, stride, padding, need_dx=True, need_bias=True,\n"
+     "                need_dw=True)\n--\n\n"
      "Gradients of conv2d_forward: dy (N, K, P, Q) -> (dx (N, C, H, W) or None,\n"
-     "dw (K, C, R, S), db (K,) or None). dx is skipped when need_dx is false\n"
-     "(e.g. the network's input), db when need_bias is false."},
+     "dw (K, C, R, S) or None, db (K,) or None). dx is skipped when need_dx is\n"
+     "false (e.g. the network's input), dw when need_dw is false (a frozen\n"
+     "weight), db when need_bias is false."},
     {"linear_forward", FN(py_linear_forward), KW,
      "linear_forward(x, w, b)\n--\n\n"
      "y = x @ w.T + b: x (N, I), w (O, I) (PyTorch layout), b (O,) or None -> y (N, O)."},

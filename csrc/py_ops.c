@@ -17,16 +17,19 @@
 // ---------------------------------------------------------------------------
 // group norm
 
-static PyObject *py_group_norm_forward(PyObject *self, PyObject *args, PyObject *kw) {
-    static const char *op = "group_norm_forward";
+// group_norm_forward and group_norm_silu_forward (silu(group_norm(x)), whose
+// saved statistics are float64): the same arguments and checks.
+static PyObject *group_norm_forward_glue(PyObject *args, PyObject *kw, const char *op,
+                                         int silu) {
     static char *kwlist[] = {"x", "num_groups", "w", "b", "eps", NULL};
     PyObject *xo, *wo, *bo;
     int G;
     double eps;
     PyArrayObject *x = NULL, *w = NULL, *b = NULL, *y = NULL, *mean = NULL, *rstd = NULL;
     PyObject *ret = NULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "OiOOd:group_norm_forward", kwlist, &xo, &G,
-                                     &wo, &bo, &eps))
+    char fmt[64];
+    snprintf(fmt, sizeof fmt, "OiOOd:%s", op);
+    if (!PyArg_ParseTupleAndKeywords(args, kw, fmt, kwlist, &xo, &G, &wo, &bo, &eps))
         return NULL;
     tn_group_norm g;
     if (!(x = tn_f32_min_ndim(xo, op, "x", 2, "(N, C, *)"))) goto exit;
@@ -36,12 +39,19 @@ static PyObject *py_group_norm_forward(PyObject *self, PyObject *args, PyObject 
     if (wo != Py_None && !(w = tn_f32_expect(wo, op, "w", &g.param))) goto exit;
     if (bo != Py_None && !(b = tn_f32_expect(bo, op, "b", &g.param))) goto exit;
     if (tn_check_affine(op, (PyObject *)w, (PyObject *)b) < 0) goto exit;
+    int stats_type = silu ? NPY_FLOAT64 : NPY_FLOAT32;
     if (!(y = tn_empty(PyArray_NDIM(x), PyArray_DIMS(x), NPY_FLOAT32))) goto exit;
-    if (!(mean = tn_empty(2, g.stats.dims, NPY_FLOAT32))) goto exit;
-    if (!(rstd = tn_empty(2, g.stats.dims, NPY_FLOAT32))) goto exit;
-    RUN_KERNEL(op, group_norm_forward(TN_F32(y), TN_F32(mean), TN_F32(rstd), TN_F32(x),
-                                      w ? TN_F32(w) : NULL, b ? TN_F32(b) : NULL, g.N, g.C, g.S,
-                                      G, (float)eps));
+    if (!(mean = tn_empty(2, g.stats.dims, stats_type))) goto exit;
+    if (!(rstd = tn_empty(2, g.stats.dims, stats_type))) goto exit;
+    if (silu)
+        RUN_KERNEL(op, group_norm_silu_forward(TN_F32(y), PyArray_DATA(mean), PyArray_DATA(rstd),
+                                               TN_F32(x), w ? TN_F32(w) : NULL,
+                                               b ? TN_F32(b) : NULL, g.N, g.C, g.S, G,
+                                               (float)eps));
+    else
+        RUN_KERNEL(op, group_norm_forward(TN_F32(y), TN_F32(mean), TN_F32(rstd), TN_F32(x),
+                                          w ? TN_F32(w) : NULL, b ? TN_F32(b) : NULL, g.N, g.C,
+                                          g.S, G, (float)eps));
     ret = Py_BuildValue("(OOO)", y, mean, rstd);
 exit:
     Py_XDECREF(x); Py_XDECREF(w); Py_XDECREF(b);
@@ -49,16 +59,29 @@ exit:
     return ret;
 }
 
-static PyObject *py_group_norm_backward(PyObject *self, PyObject *args, PyObject *kw) {
-    static const char *op = "group_norm_backward";
+static PyObject *py_group_norm_forward(PyObject *self, PyObject *args, PyObject *kw) {
+    return group_norm_forward_glue(args, kw, "group_norm_forward", 0);
+}
+
+static PyObject *py_group_norm_silu_forward(PyObject *self, PyObject *args, PyObject *kw) {
+    return group_norm_forward_glue(args, kw, "group_norm_silu_forward", 1);
+}
+
+// group_norm_backward(dy, x, mean, rstd, num_groups, w) and
+// group_norm_silu_backward(..., w, b) (b: the forward's, to rebuild its output).
+static PyObject *group_norm_backward_glue(PyObject *args, PyObject *kw, const char *op,
+                                          int silu) {
     static char *kwlist[] = {"dy", "x", "mean", "rstd", "num_groups", "w", NULL};
-    PyObject *dyo, *xo, *mo, *ro, *wo;
+    static char *kwlist_silu[] = {"dy", "x", "mean", "rstd", "num_groups", "w", "b", NULL};
+    PyObject *dyo, *xo, *mo, *ro, *wo, *bo = Py_None;
     int G;
-    PyArrayObject *dy = NULL, *x = NULL, *mean = NULL, *rstd = NULL, *w = NULL;
+    PyArrayObject *dy = NULL, *x = NULL, *mean = NULL, *rstd = NULL, *w = NULL, *b = NULL;
     PyArrayObject *dx = NULL, *dw = NULL, *db = NULL;
     PyObject *ret = NULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOOOiO:group_norm_backward", kwlist, &dyo, &xo,
-                                     &mo, &ro, &G, &wo))
+    char fmt[64];
+    snprintf(fmt, sizeof fmt, "%s:%s", silu ? "OOOOiOO" : "OOOOiO", op);
+    if (!PyArg_ParseTupleAndKeywords(args, kw, fmt, silu ? kwlist_silu : kwlist, &dyo, &xo, &mo,
+                                     &ro, &G, &wo, &bo))
         return NULL;
     tn_group_norm g;
     if (!(x = tn_f32_min_ndim(xo, op, "x", 2, "(N, C, *)"))) goto exit;
@@ -66,24 +89,46 @@ static PyObject *py_group_norm_backward(PyObject *self, PyObject *args, PyObject
     if (!(dy = tn_f32(dyo, op, "dy", PyArray_NDIM(x), "(the shape of x)"))) goto exit;
     if (tn_check_same_shape((PyObject *)dy, (PyObject *)x, op, "dy", "x") < 0) goto exit;
     if (tn_check_group_norm(op, (PyObject *)x, G, &g) < 0) goto exit;
-    if (!(mean = tn_f32_expect(mo, op, "mean", &g.stats))) goto exit;
-    if (!(rstd = tn_f32_expect(ro, op, "rstd", &g.stats))) goto exit;
+    if (silu) {
+        if (!(mean = tn_f64_expect(mo, op, "mean", &g.stats))) goto exit;
+        if (!(rstd = tn_f64_expect(ro, op, "rstd", &g.stats))) goto exit;
+    } else {
+        if (!(mean = tn_f32_expect(mo, op, "mean", &g.stats))) goto exit;
+        if (!(rstd = tn_f32_expect(ro, op, "rstd", &g.stats))) goto exit;
+    }
     if (wo != Py_None && !(w = tn_f32_expect(wo, op, "w", &g.param))) goto exit;
+    if (bo != Py_None && !(b = tn_f32_expect(bo, op, "b", &g.param))) goto exit;
+    if (silu && tn_check_affine(op, (PyObject *)w, (PyObject *)b) < 0) goto exit;
     if (!(dx = tn_empty(PyArray_NDIM(x), PyArray_DIMS(x), NPY_FLOAT32))) goto exit;
     if (w) {
         if (!(dw = tn_zeros_f32(1, g.param.dims))) goto exit;
         if (!(db = tn_zeros_f32(1, g.param.dims))) goto exit;
     }
-    RUN_KERNEL(op, group_norm_backward(TN_F32(dx), dw ? TN_F32(dw) : NULL,
-                                       db ? TN_F32(db) : NULL, TN_F32(dy), TN_F32(x),
-                                       TN_F32(mean), TN_F32(rstd), w ? TN_F32(w) : NULL, g.N,
-                                       g.C, g.S, G));
+    if (silu)
+        RUN_KERNEL(op, group_norm_silu_backward(TN_F32(dx), dw ? TN_F32(dw) : NULL,
+                                                db ? TN_F32(db) : NULL, TN_F32(dy), TN_F32(x),
+                                                PyArray_DATA(mean), PyArray_DATA(rstd),
+                                                w ? TN_F32(w) : NULL, b ? TN_F32(b) : NULL, g.N,
+                                                g.C, g.S, G));
+    else
+        RUN_KERNEL(op, group_norm_backward(TN_F32(dx), dw ? TN_F32(dw) : NULL,
+                                           db ? TN_F32(db) : NULL, TN_F32(dy), TN_F32(x),
+                                           TN_F32(mean), TN_F32(rstd), w ? TN_F32(w) : NULL,
+                                           g.N, g.C, g.S, G));
     ret = Py_BuildValue("(OOO)", dx, dw ? (PyObject *)dw : Py_None,
                         db ? (PyObject *)db : Py_None);
 exit:
     Py_XDECREF(dy); Py_XDECREF(x); Py_XDECREF(mean); Py_XDECREF(rstd); Py_XDECREF(w);
-    Py_XDECREF(dx); Py_XDECREF(dw); Py_XDECREF(db);
+    Py_XDECREF(b); Py_XDECREF(dx); Py_XDECREF(dw); Py_XDECREF(db);
     return ret;
+}
+
+static PyObject *py_group_norm_backward(PyObject *self, PyObject *args, PyObject *kw) {
+    return group_norm_backward_glue(args, kw, "group_norm_backward", 0);
+}
+
+static PyObject *py_group_norm_silu_backward(PyObject *self, PyObject *args, PyObject *kw) {
+    return group_norm_backward_glue(args, kw, "group_norm_silu_backward", 1);
 }
 
 // ---------------------------------------------------------------------------
@@ -724,6 +769,15 @@ PyMethodDef tn_ops_methods[] = {
     {"group_norm_backward", FN(py_group_norm_backward), KW,
      "group_norm_backward(dy, x, mean, rstd, num_groups, w)\n--\n\n"
      "Gradients of group_norm_forward: (dx, dw, db); dw and db are None when w is None."},
+    {"group_norm_silu_forward", FN(py_group_norm_silu_forward), KW,
+     "group_norm_silu_forward(x, num_groups, w, b, eps)\n--\n\n"
+     "silu(group_norm_forward(x, ...)) in one pass (the same bits), without storing the\n"
+     "normalised map: (y, mean, rstd), mean and rstd (N, G) float64 (what the backward\n"
+     "needs to rebuild that map exactly)."},
+    {"group_norm_silu_backward", FN(py_group_norm_silu_backward), KW,
+     "group_norm_silu_backward(dy, x, mean, rstd, num_groups, w, b)\n--\n\n"
+     "Gradients of group_norm_silu_forward (mean, rstd its float64 ones; w, b its\n"
+     "affine parameters or None): (dx, dw, db); dw and db are None when w is None."},
     {"silu_forward", FN(py_silu_forward), KW,
      "silu_forward(x)\n--\n\ny = x * sigmoid(x), any shape."},
     {"silu_backward", FN(py_silu_backward), KW,

@@ -136,9 +136,20 @@ CASES = [
     conv_case("conv3x3_shifted_batch1_c17", 1, 17, 7, 23, 5, 3, 3, 1, 1),
     conv_case("conv5x5_shifted_p2_nobias", 1, 16, 6, 20, 3, 5, 5, 1, 2, bias=False),
     conv_case("conv3x1_shifted_p0", 3, 20, 6, 25, 4, 3, 1, 1, 0),
+    # Narrow maps (padded width < 24) with <= 128 channels: forward shifted;
+    # dx too with >= 8 rows and >= 4 images a thread (8 images, 2 threads).
+    conv_case("conv3x3_shifted_narrow", 8, 16, 8, 8, 12, 3, 3, 1, 1),
+    conv_case("conv3x3_shifted_narrow_fwd_only", 2, 20, 6, 7, 5, 3, 3, 1, 1),
+    conv_case("conv5x5_shifted_narrow_p2_nobias", 8, 17, 9, 10, 3, 5, 5, 1, 2, bias=False),
     # ... with 3 and 4 row tiles an image: dx in two phases (even, odd tiles).
     conv_case("conv3x3_shifted_3tiles", 1, 16, 24, 24, 4, 3, 3, 1, 1),
     conv_case("conv5x5_shifted_4tiles", 2, 16, 40, 20, 3, 5, 5, 1, 2),
+    # 16 <= K <= 128: dW summed as dW^T (C*R*S, K) in private buffers, one a
+    # thread, transposed into dw (im2col, pointwise, strided, shifted forward).
+    conv_case("conv3x3_dw_transposed_k16", 2, 5, 9, 11, 16, 3, 3, 1, 1),
+    conv_case("conv1x1_dw_transposed_k24", 2, 9, 6, 7, 24, 1, 1, 1, 0),
+    conv_case("conv3x3_s2_dw_transposed_nobias", 3, 6, 9, 9, 32, 3, 3, 2, 1, bias=False),
+    conv_case("conv3x3_shifted_dw_transposed_k20", 1, 16, 6, 24, 20, 3, 3, 1, 1),
     # Big weights (dW of 1.2 and 1.1 MB, private per-thread sums of it).
     conv_case("conv3x3_big_weight", 2, 256, 4, 5, 128, 3, 3, 1, 1, atol=5e-5),
     conv_case("conv1x1_big_weight", 2, 512, 3, 3, 520, 1, 1, 1, 0, atol=5e-5),

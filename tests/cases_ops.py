@@ -102,8 +102,8 @@ CASES += [
                     scale=1.0, shift=1000.0, atol=2e-3, rtol=1e-3, gatol=2e-3, grtol=2e-3,
                     fd=False),
     group_norm_case("group_norm eps=1e-2", (2, 6, 3, 3), 3, True, eps=1e-2),
-    # Big enough to take the OpenMP path (> TN_OMP_MIN_WORK elements).
-    group_norm_case("group_norm 2x32x32x32 G=8 threaded", (2, 32, 32, 32), 8, True,
+    # Big enough to take the OpenMP path (>= TN_OMP_MIN_WORK = 262144 elements).
+    group_norm_case("group_norm 2x32x64x64 G=8 threaded", (2, 32, 64, 64), 8, True,
                     fd_tol=3e-2),
     # Slabs of 3*899 = 2697 elements and planes of 899: neither a multiple of
     # the CUDA blocks (512 threads a slab forward, 256 a plane backward), so
@@ -114,10 +114,68 @@ CASES += [
 
 
 # ---------------------------------------------------------------------------
-# activations
+# group norm + SiLU, fused: silu(group_norm(x)); the backward chains the two
+# references. The kernel must also give the two ops' bits exactly.
 
 def _sigmoid(x):
     return 1.0 / (1.0 + np.exp(-x))
+
+
+def group_norm_silu_case(name, shape, G, affine, eps=1e-5, **tol):
+    rng = _rng(name)
+    C = shape[1]
+    inputs = {"x": rng.standard_normal(shape) * 1.5 + 0.3}
+    if affine:
+        inputs["w"] = 1.0 + 0.5 * rng.standard_normal(C)
+        inputs["b"] = rng.standard_normal(C)
+
+    def ref(d):
+        z = group_norm_ref(d["x"], G, d.get("w"), d.get("b"), eps)
+        return z * _sigmoid(z)
+
+    def ref_bwd(gy, d):
+        z = group_norm_ref(d["x"], G, d.get("w"), d.get("b"), eps)
+        s = _sigmoid(z)
+        return group_norm_ref_bwd(gy * s * (1 + z * (1 - s)), d["x"], G, d.get("w"), eps,
+                                  affine)
+
+    def fwd(d):
+        y, mean, rstd = _core.group_norm_silu_forward(d["x"], G, d.get("w"), d.get("b"), eps)
+        assert mean.shape == rstd.shape == (shape[0], G)
+        assert mean.dtype == rstd.dtype == np.float64
+        z, _, _ = _core.group_norm_forward(d["x"], G, d.get("w"), d.get("b"), eps)
+        np.testing.assert_array_equal(y, _core.silu_forward(z))     # the two ops' bits
+        return y
+
+    def bwd(gy, d):
+        _, mean, rstd = _core.group_norm_silu_forward(d["x"], G, d.get("w"), d.get("b"), eps)
+        dx, dw, db = _core.group_norm_silu_backward(gy, d["x"], mean, rstd, G, d.get("w"),
+                                                    d.get("b"))
+        assert (dw is None) == (db is None) == (not affine)
+        z, m32, r32 = _core.group_norm_forward(d["x"], G, d.get("w"), d.get("b"), eps)
+        two = _core.group_norm_backward(_core.silu_backward(gy, z), d["x"], m32, r32, G,
+                                        d.get("w"))
+        for got, want in zip((dx, dw, db), two):
+            assert (got is None and want is None) or np.array_equal(got, want)
+        return {"x": dx, **({"w": dw, "b": db} if affine else {})}
+
+    return Case(name, inputs, fwd, ref, bwd, ref_bwd, **tol)
+
+
+CASES += [
+    group_norm_silu_case("group_norm_silu 2x6x5x7 G=3 affine", (2, 6, 5, 7), 3, True),
+    group_norm_silu_case("group_norm_silu 2x6x5x7 G=3 plain", (2, 6, 5, 7), 3, False),
+    group_norm_silu_case("group_norm_silu 7x5x2x3 G=C", (7, 5, 2, 3), 5, True),
+    group_norm_silu_case("group_norm_silu 3-D 2x6x11 G=2", (2, 6, 11), 2, True),
+    group_norm_silu_case("group_norm_silu eps=1e-2", (2, 6, 3, 3), 3, True, eps=1e-2),
+    # The OpenMP path (>= TN_OMP_MIN_WORK elements): one dz slab per thread.
+    group_norm_silu_case("group_norm_silu 2x32x64x64 G=8 threaded", (2, 32, 64, 64), 8, True,
+                         fd_tol=3e-2),
+]
+
+
+# ---------------------------------------------------------------------------
+# activations
 
 
 def silu_case(name, shape, scale=3.0):
@@ -155,13 +213,13 @@ CASES += [
     silu_case("silu 2x3x5x7", (2, 3, 5, 7)),
     silu_case("silu 17", (17,)),
     silu_case("silu large |x| 3x5", (3, 5), scale=40.0),
-    silu_case("silu 2x16x32x33 threaded", (2, 16, 32, 33)),
+    silu_case("silu 2x16x64x129 threaded", (2, 16, 64, 129)),
     sigmoid_case("sigmoid 1x5x7x5", (1, 5, 7, 5)),
     sigmoid_case("sigmoid large |x| 4x17", (4, 17), scale=40.0),
-    sigmoid_case("sigmoid 2x16x32x33 threaded", (2, 16, 32, 33)),
+    sigmoid_case("sigmoid 2x16x64x129 threaded", (2, 16, 64, 129)),
     relu_case("relu 7x3x5x7", (7, 3, 5, 7)),
     relu_case("relu 1x1x1x1", (1, 1, 1, 1)),
-    relu_case("relu 2x16x32x33 threaded", (2, 16, 32, 33)),
+    relu_case("relu 2x16x64x129 threaded", (2, 16, 64, 129)),
 ]
 
 
@@ -190,7 +248,7 @@ CASES += [
     upsample_case("upsample x2 2x3x5x7", (2, 3, 5, 7), 2),
     upsample_case("upsample x3 1x5x1x1", (1, 5, 1, 1), 3),
     upsample_case("upsample x1 identity 3x2x4x3", (3, 2, 4, 3), 1),
-    upsample_case("upsample x2 2x8x32x32 threaded", (2, 8, 32, 32), 2),
+    upsample_case("upsample x2 2x8x64x64 threaded", (2, 8, 64, 64), 2),
     upsample_case("upsample x3 2x3x5x7", (2, 3, 5, 7), 3),
 ]
 
@@ -317,7 +375,7 @@ CASES += [
     avg_pool_case("avg_pool k8 s1 p0 1x1x9x11 (image score)", (1, 1, 9, 11), 8, 1, 0),
     avg_pool_case("avg_pool k1 s1 p0 1x1x1x1", (1, 1, 1, 1), 1, 1, 0),
     avg_pool_case("avg_pool k4 s3 p2 7x2x9x6", (7, 2, 9, 6), 4, 3, 2),
-    avg_pool_case("avg_pool k2 s2 2x16x64x64 threaded", (2, 16, 64, 64), 2, 2, 0),
+    avg_pool_case("avg_pool k2 s2 2x8x128x128 threaded", (2, 8, 128, 128), 2, 2, 0),
     # stride > kernel: rows / columns 1, 4, 7 lie in no window (gradient 0;
     # the CUDA backward's gather finds an empty window range there).
     avg_pool_case("avg_pool k2 s3 p1 1x2x8x7 gaps", (1, 2, 8, 7), 2, 3, 1),
@@ -326,7 +384,7 @@ CASES += [
     adaptive_case("adaptive 3x2 -> 5x7 (upsampling)", (2, 3, 3, 2), 5, 7),
     adaptive_case("adaptive 8x8 -> 1x1 (global)", (7, 5, 8, 8), 1, 1),
     adaptive_case("adaptive 1x1 -> 1x1", (1, 17, 1, 1), 1, 1),
-    adaptive_case("adaptive 2x8x64x64 -> 16x16 threaded", (2, 8, 64, 64), 16, 16),
+    adaptive_case("adaptive 2x8x128x128 -> 16x16 threaded", (2, 8, 128, 128), 16, 16),
     max_pool_case("max_pool k2 s2 p0 2x3x6x8", (2, 3, 6, 8), 2, 2, 0),
     max_pool_case("max_pool k3 s2 p1 1x5x7x5", (1, 5, 7, 5), 3, 2, 1),
     max_pool_case("max_pool k3 s1 p1 2x2x5x7 overlapping", (2, 2, 5, 7), 3, 1, 1),
@@ -421,7 +479,7 @@ CASES += [
     concat_case("concat one input 1x17x1x1", [(1, 17, 1, 1)]),
     concat_case("concat 3-D 7x(2+3)x11", [(7, 2, 11), (7, 3, 11)]),
     concat_case("concat 2-D 3x(4+1)", [(3, 4), (3, 1)]),
-    concat_case("concat 4x(32+16)x16x16 threaded", [(4, 32, 16, 16), (4, 16, 16, 16)]),
+    concat_case("concat 4x(32+32)x32x32 threaded", [(4, 32, 32, 32), (4, 32, 32, 32)]),
 ]
 
 
@@ -474,8 +532,8 @@ _BCAST = [
     ("2-D (N, C) + (1, C)", (7, 17), (1, 17)),
     ("2-D (N, C) + (N, 1)", (7, 17), (7, 1)),
     ("3-D (N, L, C) + (N, 1, C)", (2, 9, 6), (2, 1, 6)),
-    ("threaded over H,W", (2, 64, 32, 32), (2, 64, 1, 1)),
-    ("threaded over N", (4, 16, 32, 32), (1, 16, 32, 32)),
+    ("threaded over H,W", (2, 64, 64, 64), (2, 64, 1, 1)),
+    ("threaded over N", (4, 16, 64, 64), (1, 16, 64, 64)),
     # The CUDA db reductions' layouts: split blocks with 2 splits (9216
     # summed a value), thread per output over coalesced rows (1100 outputs,
     # 40 summed), and a trailing size-1 dim (1100 outputs 40 floats apart).
@@ -514,7 +572,7 @@ def mse_case(name, shape):
 CASES += [
     mse_case("mse 2x3x5x7", (2, 3, 5, 7)),
     mse_case("mse 1", (1,)),
-    mse_case("mse 4x3x64x64 threaded", (4, 3, 64, 64)),
+    mse_case("mse 8x3x128x128 threaded", (8, 3, 128, 128)),
 ]
 
 
@@ -554,6 +612,24 @@ BAD += [
     Bad("group_norm_backward dy shape", lambda: _core.group_norm_backward(
         _x(2, 6, 3, 4), _x(2, 6, 3, 3), _x(2, 3), _x(2, 3), 3, None), ValueError,
         r"dy must be \(2, 6, 3, 3\)"),
+    # group norm + SiLU
+    Bad("group_norm_silu float64 x", lambda: _core.group_norm_silu_forward(
+        _x(2, 4, 3, 3, dtype=np.float64), 2, None, None, 1e-5), TypeError,
+        "group_norm_silu_forward: x must be"),
+    Bad("group_norm_silu w without b", lambda: _core.group_norm_silu_forward(
+        _x(2, 6, 3, 3), 3, _x(6), None, 1e-5), ValueError, "both"),
+    Bad("group_norm_silu_backward float32 stats", lambda: _core.group_norm_silu_backward(
+        _x(2, 6, 3, 3), _x(2, 6, 3, 3), _x(2, 3), _x(2, 3), 3, None, None), TypeError,
+        r"mean must be \(N, G\) = \(2, 3\) float64"),
+    Bad("group_norm_silu_backward stats shape", lambda: _core.group_norm_silu_backward(
+        _x(2, 6, 3, 3), _x(2, 6, 3, 3), _x(2, 3, dtype=np.float64), _x(2, 2, dtype=np.float64),
+        3, None, None), ValueError, r"rstd must be \(N, G\) = \(2, 3\)"),
+    Bad("group_norm_silu_backward w without b", lambda: _core.group_norm_silu_backward(
+        _x(2, 6, 3, 3), _x(2, 6, 3, 3), _x(2, 3, dtype=np.float64), _x(2, 3, dtype=np.float64),
+        3, _x(6), None), ValueError, "both"),
+    Bad("group_norm_silu_backward dy shape", lambda: _core.group_norm_silu_backward(
+        _x(2, 6, 3, 4), _x(2, 6, 3, 3), _x(2, 3, dtype=np.float64), _x(2, 3, dtype=np.float64),
+        3, None, None), ValueError, r"dy must be \(2, 6, 3, 3\)"),
     # activations
     Bad("silu non-contiguous", lambda: _core.silu_forward(_ncol), ValueError, "C-contiguous"),
     Bad("silu zero-size", lambda: _core.silu_forward(_x(2, 0, 3)), ValueError, "zero-size"),

@@ -25,6 +25,8 @@ CASES = [
     ("linear 3-d", lambda x, w, b: F.linear(x, w, b), [t(2, 3, 5), t(4, 5), t(4)]),
     ("group_norm", lambda x, w, b: F.group_norm(x, 2, w, b), [t(2, 4, 3, 3), t(4), t(4)]),
     ("group_norm plain", lambda x: F.group_norm(x, 1), [t(2, 3, 4)]),
+    ("group_norm_silu", lambda x, w, b: F.group_norm_silu(x, 2, w, b), [t(2, 4, 3, 3), t(4), t(4)]),
+    ("group_norm_silu plain", lambda x: F.group_norm_silu(x, 1), [t(2, 3, 4)]),
     ("silu", lambda x: F.silu(x), [t(2, 3, 4)]),
     ("sigmoid", lambda x: F.sigmoid(x), [t(5, 3)]),
     ("relu", lambda x: F.relu(x), [perm(2, 3, 4)]),
@@ -77,3 +79,20 @@ def test_bad_functional_arguments():
         F.cat([x, x], dim=0)
     with pytest.raises(ValueError, match="reduction"):
         F.mse_loss(x, x, reduction="sum")
+
+
+def test_conv2d_frozen_weight_skips_dw_and_keeps_dx():
+    """A weight that does not require grad (the TPN stage's frozen denoiser)
+    gets no dW computed; dx and db are the very ones of the full backward."""
+    x, w, b = t(2, 16, 9, 9), t(24, 16, 3, 3), t(24)
+    g = np.random.default_rng(2).standard_normal((2, 24, 9, 9)).astype(np.float32)
+    full = [Tensor(a, requires_grad=True) for a in (x, w, b)]
+    F.conv2d(*full, padding=1).backward(g)
+    xs, ws, bs = Tensor(x, requires_grad=True), Tensor(w), Tensor(b, requires_grad=True)
+    F.conv2d(xs, ws, bs, padding=1).backward(g)
+    assert ws.grad is None
+    np.testing.assert_array_equal(xs.grad.numpy(), full[0].grad.numpy())
+    np.testing.assert_array_equal(bs.grad.numpy(), full[2].grad.numpy())
+    dx, dw, db = timenet._core.conv2d_backward(g, x.astype(np.float32), w.astype(np.float32),
+                                               1, 1, False, False, False)
+    assert dx is None and dw is None and db is None

@@ -34,7 +34,7 @@ def torch_adamw_reference(p, grads, lr, betas, eps, weight_decay):
     ((7, 5), 1e-3, (0.9, 0.999), 1e-8, 1e-2),
     ((3, 4, 5), 2e-4, (0.9, 0.999), 1e-8, 0.1),
     ((33,), 1e-2, (0.3, 0.5), 1e-6, 0.05),           # beta1 < 0.5: torch's other lerp form
-    ((300, 200), 1e-3, (0.9, 0.99), 1e-8, 1e-2),     # above the OpenMP threshold
+    ((600, 500), 1e-3, (0.9, 0.99), 1e-8, 1e-2),     # above the OpenMP threshold
 ])
 def test_adamw_matches_torch_transcription(shape, lr, betas, eps, wd):
     rng = np.random.default_rng(sum(shape))
@@ -114,7 +114,7 @@ def test_adamw_rejects_shared_buffers():
 def test_grad_norm_matches_numpy():
     rng = np.random.default_rng(3)
     arrays = [rng.standard_normal(s).astype(np.float32)
-              for s in [(64, 3, 3, 3), (64,), (1,), (257, 300), (5, 7)]]   # one above the threshold
+              for s in [(64, 3, 3, 3), (64,), (1,), (513, 600), (5, 7)]]   # one above the threshold
     want = np.linalg.norm(np.concatenate([a.astype(np.float64).ravel() for a in arrays]))
     got = _core.grad_norm(arrays)
     assert isinstance(got, float)
@@ -126,7 +126,7 @@ def test_grad_norm_matches_numpy():
 
 def test_scale_in_place():
     rng = np.random.default_rng(4)
-    arrays = [rng.standard_normal(s).astype(np.float32) for s in [(3, 4), (100000,), (2,)]]
+    arrays = [rng.standard_normal(s).astype(np.float32) for s in [(3, 4), (300000,), (2,)]]
     before = [a.copy() for a in arrays]
     assert _core.scale_(arrays, 0.25) is None
     for a, b in zip(arrays, before):
@@ -236,3 +236,39 @@ def test_attention_adamw_training_loss_falls():
             _core.adamw_step(p, g, m, v, 2e-2, 0.9, 0.999, 1e-8, 1e-4, step)
     last, _ = loss_and_grads()
     assert last < 0.2 * first, (first, last)
+
+
+def test_adamw_step_multi_equals_one_call_per_array():
+    """One call for many arrays (chunks of 16384 shared by the threads; the
+    big one takes several) gives the very bits of adamw_step on each."""
+    rng = np.random.default_rng(7)
+    shapes = [(300, 1000), (64, 3, 3, 3), (1,), (40000,), (5, 7)]
+    ps = [rng.standard_normal(s).astype(np.float32) for s in shapes]
+    gs = [rng.standard_normal(s).astype(np.float32) for s in shapes]
+    ms = [rng.standard_normal(s).astype(np.float32) * 0.1 for s in shapes]
+    vs = [np.abs(rng.standard_normal(s)).astype(np.float32) * 0.01 for s in shapes]
+    one = [[a.copy() for a in arrs] for arrs in (ps, ms, vs)]
+    for p, g, m, v in zip(one[0], gs, one[1], one[2]):
+        _core.adamw_step(p, g, m, v, 1e-3, 0.9, 0.999, 1e-8, 0.01, 3)
+    assert _core.adamw_step_multi(ps, gs, ms, vs, 1e-3, 0.9, 0.999, 1e-8, 0.01, 3) is None
+    for got, want in zip(ps + ms + vs, one[0] + one[1] + one[2]):
+        np.testing.assert_array_equal(got, want)
+    _core.adamw_step_multi([], [], [], [], 1e-3, 0.9, 0.999, 1e-8, 0.0, 1)   # nothing to do
+
+
+@pytest.mark.parametrize("lists, exc, match", [
+    (lambda a: ([a()], [a()], [a()], []), ValueError, r"vs has 0 arrays, ps has 1"),
+    (lambda a: ([a()], [a((3, 4))], [a()], [a()]), ValueError,
+     r"adamw_step_multi: gs\[0\] must be ps\[i\].shape = \(4, 3\)"),
+    (lambda a: ([a()], [a()], [_readonly((4, 3))], [a()]), ValueError, r"ms\[0\] is updated in place"),
+    (lambda a: ([a()], [a().astype(np.float64)], [a()], [a()]), TypeError, r"gs\[0\] must be"),
+    (lambda a: ((lambda x: ([x], [a()], [x], [a()]))(a())), ValueError, "overlap|share|alias"),
+])
+def test_adamw_step_multi_bad_inputs(lists, exc, match):
+    def a(shape=(4, 3)):
+        return np.zeros(shape, np.float32)
+    ps, gs, ms, vs = lists(a)
+    with pytest.raises(exc, match=match):
+        _core.adamw_step_multi(ps, gs, ms, vs, 1e-3, 0.9, 0.999, 1e-8, 0.0, 1)
+    with pytest.raises(ValueError, match="lr"):
+        _core.adamw_step_multi([a()], [a()], [a()], [a()], -1.0, 0.9, 0.999, 1e-8, 0.0, 1)

@@ -1,7 +1,9 @@
 """AdamW (PyTorch semantics) with linear warm-up and constant or cosine decay.
 
-The update itself is one fused C kernel per parameter (`_core.adamw_step`,
-or `_core.cuda_adamw_step` for a parameter on a GPU; its moments follow it
+The update itself is one fused C kernel: one call for all the CPU
+parameters (`_core.adamw_step_multi`, whose threads share the arrays'
+chunks; the same bits as `_core.adamw_step` per parameter), and
+`_core.cuda_adamw_step` for each parameter on a GPU (its moments follow it
 there).
 """
 import math
@@ -55,6 +57,7 @@ class AdamW:
         self.step_count += 1
         lr = self.lr_at(self.step_count)
         b1, b2 = self.betas
+        host = []  # indices of the CPU parameters: one fused call for all of them
         for i, (p, m, v) in enumerate(zip(self.params, self.m, self.v)):
             if p.grad is None:
                 continue
@@ -66,10 +69,14 @@ class AdamW:
                                       self.weight_decay, self.step_count)
                 continue
             if type(m) is _DeviceArray:
-                self.m[i] = m = m.numpy()
-                self.v[i] = v = v.numpy()
-            _core.adamw_step(p.data, p.grad.data, m, v, lr, b1, b2, self.eps,
-                             self.weight_decay, self.step_count)
+                self.m[i] = self.m[i].numpy()
+                self.v[i] = self.v[i].numpy()
+            host.append(i)
+        if host:
+            _core.adamw_step_multi([self.params[i].data for i in host],
+                                   [self.params[i].grad.data for i in host],
+                                   [self.m[i] for i in host], [self.v[i] for i in host],
+                                   lr, b1, b2, self.eps, self.weight_decay, self.step_count)
         return lr
 
     def state_dict(self):

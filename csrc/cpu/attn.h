@@ -27,6 +27,13 @@ int attention_backward(float *dq, float *dk, float *dv,
 void adamw_step(float *p, float *m, float *v, const float *g, size_t n,
                 double lr, double beta1, double beta2, double eps,
                 double weight_decay, long long step);
+// The same step for count arrays at once (ps[i], ms[i], vs[i], gs[i] have
+// ns[i] elements), in chunks that the threads share: the same bits as one
+// adamw_step per array. Returns TN_OK or TN_ENOMEM.
+int adamw_step_multi(float *const *ps, float *const *ms, float *const *vs,
+                     const float *const *gs, const size_t *ns, int count, double lr,
+                     double beta1, double beta2, double eps, double weight_decay,
+                     long long step);
 // sqrt(sum_i sum_j xs[i][j]^2), accumulated in double; count arrays,
 // xs[i] has ns[i] elements.
 double grad_norm(const float *const *xs, const size_t *ns, int count);

@@ -11,7 +11,8 @@
 // 1. 1x1, stride 1, no padding ("pointwise"): col(x_n) is x_n itself viewed
 //    as (C, H*W); the GEMMs run on column blocks of x, no copy at all.
 //
-// 2. Stride 1 with >= 16 channels and a padded width >= 24 ("shifted"): copy
+// 2. Stride 1 with >= 16 channels and a padded width >= 24, or at most 128
+//    channels on narrower maps ("shifted"; see CONV_SHIFT_*): copy
 //    a tile of T output rows' worth of input, zero-padded to width
 //    Wp = W + 2*pad, into xpad (C, (T+R-1)*Wp); kernel offset (r, s) then sees
 //    the contiguous run xpad[c][r*Wp + s + j] for output j = t*Wp + q, so
@@ -34,7 +35,12 @@
 //
 // backward_weight is always im2col (pointwise: x itself): dW (K, C*R*S) +=
 // dy_n[:, tile] @ col_tile^T over images and tiles. (Shifted GEMMs for dW,
-// 9 GEMMs of (K, C) each, measured 5-25 % slower than this.)
+// 9 GEMMs of (K, C) each, measured 5-25 % slower than this.) For 16 <= K <=
+// 128 it runs as the transposed product dW^T (C*R*S, K) += col_tile @
+// dy_n[:, tile]^T into private sums, transposed into dw at the end:
+// OpenBLAS is faster with the long side as M (1 thread, J = 256: K=16
+// CRS=144 65 vs 48 GFLOP/s, K=32 CRS=288 86 vs 66, K=64 CRS=576 112 vs 100,
+// K=128 CRS=1152 124 vs 114; K=256 CRS=2304 128 vs 133, K=3 31 vs 37).
 //
 // Threading: OpenMP threads take work items, about 4 per thread so that a
 // thread the OS preempts (these machines are shared) holds the others up for
@@ -52,6 +58,9 @@
 //   of a phase are a whole tile, >= R-1 rows, apart). im2col path: threads
 //   split the input channels (each owns dx rows c0..c1). Pointwise: tiles
 //   do not overlap at all. Either way no two threads write one dx element.
+// conv2d_backward runs backward_input, backward_weight and the bias sums in
+// one parallel region: with sleeping OpenMP threads (OMP_WAIT_POLICY
+// passive) every region pays a wake-up, about 90 us on the 2-core VM.
 #include "common.h"
 #include "cpu/blas.h"
 #include "cpu/conv2d.h"
@@ -79,9 +88,20 @@
 // Target bytes of one shifted tile (input rows + output rows, per thread).
 #define CONV_SHIFT_BYTES (1024 * 1024)
 // Shifted GEMMs reduce over C only, and waste (S-1)/Wp of their columns:
-// worth it from these sizes on (see benchmarks/kernels.py).
+// worth it from these sizes on (see benchmarks/kernels.py). Narrower maps
+// (the 8^2 and 16^2 levels of the small presets) take them too up to 128
+// input channels; 2 threads, ms, im2col vs shifted, forward: 16x32x16^2
+// 32->32 0.72 vs 0.44, 16x64x8^2 64->32 0.49 vs 0.26, 8x64x16^2 64->64 0.92
+// vs 0.75, 16x128x8^2 1.72 vs 1.48; but 4x256x8^2 1.42 vs 1.62 and
+// 4x512x8^2 5.2 vs 6.2 (a long im2col reduction wins). backward_input there
+// needs images to fill its two phases and at least 8 rows: 8x64x16^2 0.81
+// vs 0.63, 16x64x8^2 64->32 0.41 vs 0.27, but 1x64x16^2 0.17 vs 0.22 and
+// 8x64x4^2 0.05 vs 0.22.
 #define CONV_SHIFT_MIN_C 16
 #define CONV_SHIFT_MIN_WP 24
+#define CONV_SHIFT_NARROW_MAX_C 128
+#define CONV_SHIFT_NARROW_DX_IMAGES 4  // per thread
+#define CONV_SHIFT_NARROW_DX_ROWS 8
 
 // How a convolution of given sizes is cut into tiles, and what scratch
 // memory each kernel needs: the same numbers drive the allocations and
@@ -89,7 +109,8 @@
 typedef struct {
     int C, P, Q, PQ, CRS, RS;
     int pointwise;    // 1x1, stride 1, no padding: GEMM on x directly
-    int shifted;      // forward and backward_input by shifted GEMMs
+    int shifted;      // forward by shifted GEMMs
+    int shifted_dx;   // backward_input by shifted GEMMs
     int threads;
     int tile;         // im2col tiles: output positions per tile (J)
     int ntiles;       //   tiles per image
@@ -150,8 +171,12 @@ static conv_plan make_plan(int N, int C, int H, int W, int K, int R, int S, int 
     int min_rows = TN_MAX(1, R - 1);
     double row_bytes = 4.0 * p.Wp * ((double)C + K);
     double min_tile_bytes = 4.0 * p.Wp * ((double)C * (min_rows + R - 1) + (double)K * min_rows);
-    p.shifted = stride == 1 && !p.pointwise && C >= CONV_SHIFT_MIN_C &&
-                p.Wp >= CONV_SHIFT_MIN_WP && min_tile_bytes <= 4.0 * CONV_SHIFT_BYTES;
+    int can_shift = stride == 1 && !p.pointwise && C >= CONV_SHIFT_MIN_C &&
+                    min_tile_bytes <= 4.0 * CONV_SHIFT_BYTES;
+    int wide = p.Wp >= CONV_SHIFT_MIN_WP, narrow = C <= CONV_SHIFT_NARROW_MAX_C;
+    p.shifted = can_shift && (wide || narrow);
+    p.shifted_dx = can_shift && (wide || (narrow && p.P >= CONV_SHIFT_NARROW_DX_ROWS &&
+                                          N >= CONV_SHIFT_NARROW_DX_IMAGES * p.threads));
     long rows = (long)(CONV_SHIFT_BYTES / row_bytes);
     long row_split = ((long)N * p.P + items - 1) / items;
     rows = TN_MIN(rows, TN_MAX(row_split, ceil_div(4 * CONV_SPLIT_MIN_TILE, p.Wp)));
@@ -174,6 +199,10 @@ static int weight_threads(const conv_plan *p, int N) {
     return TN_MIN(p->threads, N * p->ntiles);
 }
 
+// backward_weight sums dW^T (C*R*S, K) instead of dW (see the top): every
+// thread then sums privately, thread 0 included.
+static int weight_transposed(int K) { return K >= 16 && K <= 128; }
+
 // Scratch floats per kernel (op 0 forward, 1 backward_input, 2 backward_weight).
 static size_t plan_floats(const conv_plan *p, int op, int N, int K) {
     size_t th = (size_t)p->threads;
@@ -184,11 +213,12 @@ static size_t plan_floats(const conv_plan *p, int op, int N, int K) {
         if (p->shifted) return wr + th * (p->C * p->ldx + wide);
         return th * p->CRS * p->tile;
     case 1:
-        if (p->shifted) return wr + th * (p->C * p->ldx + wide);
+        if (p->shifted_dx) return wr + th * (p->C * p->ldx + wide);
         return th * p->group_c * p->RS * p->tile;
     default:
         th = (size_t)weight_threads(p, N);
-        return (p->pointwise ? 0 : th * p->CRS * p->tile) + (th - 1) * wr;
+        return (p->pointwise ? 0 : th * p->CRS * p->tile) +
+               (weight_transposed(K) ? th : th - 1) * wr;
     }
 }
 
@@ -381,44 +411,159 @@ static void forward_shifted(float *y, const float *x, const float *w, const floa
 // Row tiles of one image overlap in dx by R-1 input rows, so the even tiles
 // (of all images) run first, in parallel, then the odd ones: two tiles of a
 // phase are a whole tile (>= R-1 rows) apart and never write the same dx.
+// Work-shared: every thread of one parallel region calls it.
 static void backward_input_shifted(float *dx, const float *dy, const float *w, float *ws,
                                    const conv_plan *pl, int N, int C, int H, int W, int K, int R,
                                    int S, int pad) {
     float *wr = ws;
     size_t per_thread = C * pl->ldx + (size_t)K * pl->rows * pl->Wp;
     int Wp = pl->Wp;
-    #pragma omp parallel num_threads(pl->threads)
-    {
-        float *dxpad = ws + (size_t)K * pl->CRS + per_thread * omp_get_thread_num();
-        float *dywide = dxpad + C * pl->ldx;
-        repack_weights(wr, w, K, C, pl->RS);
-        for (int phase = 0; phase < 2; phase++) {
-            int per_image = (pl->nrow_tiles + 1 - phase) / 2;
-            #pragma omp for schedule(dynamic, 1)
-            for (int it = 0; it < N * per_image; it++) {
-                int n = it / per_image, p0 = (2 * (it % per_image) + phase) * pl->rows;
-                int T = TN_MIN(pl->rows, pl->P - p0), Jw = T * Wp;
-                float *dxn = dx + (size_t)n * C * H * W;
-                widen_tile(dywide, dy + (size_t)n * K * pl->PQ, K, pl->PQ, pl->Q, Wp, p0, T);
-                for (int c = 0; c < C; c++) memset(dxpad + c * pl->ldx, 0, sizeof(float) * pl->ldx);
-                for (int r = 0; r < R; r++)
-                    for (int s = 0; s < S; s++)
-                        sgemm_rm(1, 0, C, Jw, K, 1.0f, wr + (size_t)(r * S + s) * K * C, C, dywide,
-                                 Jw, 1.0f, dxpad + r * Wp + s, (int)pl->ldx);
-                // dx[c][ih][iw] += dxpad[c][u][iw + pad], ih = p0 - pad + u.
-                for (int c = 0; c < C; c++)
-                    for (int u = 0; u < T + R - 1; u++) {
-                        int ih = p0 - pad + u;
-                        if (ih < 0 || ih >= H) continue;
-                        scatter_add_row(dxn + ((size_t)c * H + ih) * W,
-                                        dxpad + c * pl->ldx + (size_t)u * Wp + pad, W, 1);
-                    }
-            } // (implicit barrier between the phases)
+    float *dxpad = ws + (size_t)K * pl->CRS + per_thread * omp_get_thread_num();
+    float *dywide = dxpad + C * pl->ldx;
+    repack_weights(wr, w, K, C, pl->RS);
+    for (int phase = 0; phase < 2; phase++) {
+        int per_image = (pl->nrow_tiles + 1 - phase) / 2;
+        #pragma omp for schedule(dynamic, 1)
+        for (int it = 0; it < N * per_image; it++) {
+            int n = it / per_image, p0 = (2 * (it % per_image) + phase) * pl->rows;
+            int T = TN_MIN(pl->rows, pl->P - p0), Jw = T * Wp;
+            float *dxn = dx + (size_t)n * C * H * W;
+            widen_tile(dywide, dy + (size_t)n * K * pl->PQ, K, pl->PQ, pl->Q, Wp, p0, T);
+            for (int c = 0; c < C; c++) memset(dxpad + c * pl->ldx, 0, sizeof(float) * pl->ldx);
+            for (int r = 0; r < R; r++)
+                for (int s = 0; s < S; s++)
+                    sgemm_rm(1, 0, C, Jw, K, 1.0f, wr + (size_t)(r * S + s) * K * C, C, dywide,
+                             Jw, 1.0f, dxpad + r * Wp + s, (int)pl->ldx);
+            // dx[c][ih][iw] += dxpad[c][u][iw + pad], ih = p0 - pad + u.
+            for (int c = 0; c < C; c++)
+                for (int u = 0; u < T + R - 1; u++) {
+                    int ih = p0 - pad + u;
+                    if (ih < 0 || ih >= H) continue;
+                    scatter_add_row(dxn + ((size_t)c * H + ih) * W,
+                                    dxpad + c * pl->ldx + (size_t)u * Wp + pad, W, 1);
+                }
+        } // (implicit barrier between the phases)
+    }
+}
+
+// dx += the gradient w.r.t. the input. Work-shared: every thread of one
+// parallel region calls it; it ends on a barrier (ws is then free again).
+static void backward_input(float *dx, const float *dy, const float *w, float *ws,
+                           const conv_plan *pl, int N, int C, int H, int W, int K, int R, int S,
+                           int stride, int pad) {
+    if (pl->shifted_dx) {
+        backward_input_shifted(dx, dy, w, ws, pl, N, C, H, W, K, R, S, pad);
+    } else if (pl->pointwise) {
+        // dx_n[:, j0:j0+J] += W^T @ dy_n[:, j0:j0+J]: tiles never overlap.
+        int items = N * pl->ntiles;
+        #pragma omp for schedule(dynamic, 1)
+        for (int it = 0; it < items; it++) {
+            int n = it / pl->ntiles, j0 = (it % pl->ntiles) * pl->tile;
+            int J = TN_MIN(pl->tile, pl->PQ - j0);
+            sgemm_rm(1, 0, C, J, K, 1.0f, w, C, dy + (size_t)n * K * pl->PQ + j0, pl->PQ, 1.0f,
+                     dx + (size_t)n * C * H * W + j0, H * W);
+        }
+    } else {
+        size_t per_thread = (size_t)pl->group_c * pl->RS * pl->tile;
+        int items = N * pl->groups;
+        float *dcol = ws + per_thread * omp_get_thread_num();
+        #pragma omp for schedule(dynamic, 1)
+        for (int it = 0; it < items; it++) {
+            int n = it / pl->groups, c0 = (it % pl->groups) * pl->group_c;
+            int nc = TN_MIN(pl->group_c, C - c0);
+            const float *dyn = dy + (size_t)n * K * pl->PQ;
+            float *dxn = dx + (size_t)n * C * H * W;
+            // Rows c0*R*S .. of W^T: columns of w (K, C*R*S) from c0*R*S on.
+            const float *wt = w + (size_t)c0 * pl->RS;
+            for (int j0 = 0; j0 < pl->PQ; j0 += pl->tile) {
+                int J = TN_MIN(pl->tile, pl->PQ - j0);
+                sgemm_rm(1, 0, nc * pl->RS, J, K, 1.0f, wt, pl->CRS, dyn + j0, pl->PQ, 0.0f,
+                         dcol, J);
+                col2im_tile(dxn, dcol, c0, nc, H, W, R, S, stride, pad, pl->Q, j0, J);
+            }
         }
     }
 }
 
-// --- the three kernels ------------------------------------------------------
+// db[k] += sum of dy over images and positions, in float64 (a 256x256 map
+// adds 65536 terms per image), vectorised. Work-shared.
+static void bias_grad(float *db, const float *dy, int N, int K, int PQ) {
+    #pragma omp for schedule(static)
+    for (int k = 0; k < K; k++) {
+        double s = 0.0;
+        for (int n = 0; n < N; n++) {
+            const float *d = dy + ((size_t)n * K + k) * PQ;
+            #pragma omp simd reduction(+ : s)
+            for (int j = 0; j < PQ; j++) s += d[j];
+        }
+        db[k] += (float)s;
+    }
+}
+
+// dw += the gradient w.r.t. the weight (dw may be NULL), db += the bias's
+// (db may be NULL). Work-shared by a region of any size: the dW items go to
+// the first weight_threads() threads in the order of schedule(static)
+// (contiguous runs, the first items % threads of them one item longer), so
+// dW is summed the same way however many threads the region has.
+static void backward_weight(float *dw, float *db, const float *dy, const float *x, float *ws,
+                            const conv_plan *pl, int N, int C, int H, int W, int K, int R,
+                            int S, int stride, int pad) {
+    if (dw) {
+        int threads = weight_threads(pl, N), tr = weight_transposed(K);
+        int tid = omp_get_thread_num();
+        size_t col_floats = pl->pointwise ? 0 : (size_t)pl->CRS * pl->tile;
+        size_t acc_floats = (size_t)K * pl->CRS;
+        int items = N * pl->ntiles, npriv = tr ? threads : threads - 1;
+        const float *priv = ws + col_floats * threads;
+        if (tid < threads) {
+            float *col = col_floats ? ws + col_floats * tid : NULL;
+            // Untransposed, thread 0 sums into dw itself, the others (and
+            // every thread when transposed) into private buffers.
+            float *acc = !tr && tid == 0 ? dw : (float *)priv + acc_floats * (tid - !tr);
+            if (acc != dw) memset(acc, 0, sizeof(float) * acc_floats);
+            // Static: each thread sums the same items in the same order on
+            // every call, so dw is bit-reproducible for a given thread count
+            // (a resumed training run repeats the uninterrupted one exactly).
+            // Dynamic scheduling rides out a preempted thread better, but
+            // its per-thread partial sums change from call to call.
+            int q = items / threads, extra = items % threads;
+            int lo = tid * q + TN_MIN(tid, extra), hi = lo + q + (tid < extra);
+            for (int it = lo; it < hi; it++) {
+                int n = it / pl->ntiles, j0 = (it % pl->ntiles) * pl->tile;
+                int J = TN_MIN(pl->tile, pl->PQ - j0);
+                const float *xn = x + (size_t)n * C * H * W;
+                const float *dyn = dy + (size_t)n * K * pl->PQ + j0;
+                // The columns: x itself (pointwise) or an im2col tile.
+                const float *cols = xn + j0;
+                int ldc = H * W, rows = pl->pointwise ? C : pl->CRS;
+                if (!pl->pointwise) {
+                    im2col_tile(col, xn, C, H, W, R, S, stride, pad, pl->Q, j0, J);
+                    cols = col;
+                    ldc = J;
+                }
+                if (tr)
+                    sgemm_rm(0, 1, rows, K, J, 1.0f, cols, ldc, dyn, pl->PQ, 1.0f, acc, K);
+                else
+                    sgemm_rm(0, 1, K, rows, J, 1.0f, dyn, pl->PQ, cols, ldc, 1.0f, acc, rows);
+            }
+        }
+        #pragma omp barrier
+        // Every private sum is complete.
+        if (npriv) {
+            #pragma omp for schedule(static)
+            for (size_t i = 0; i < acc_floats; i++) {
+                // dw index i = k*CRS + j; transposed sums hold it at j*K + k.
+                size_t at = tr ? (i % pl->CRS) * K + i / pl->CRS : i;
+                float s = 0.0f;
+                for (int t = 0; t < npriv; t++) s += priv[acc_floats * t + at];
+                dw[i] += s;
+            }
+        }
+    }
+    if (db) bias_grad(db, dy, N, K, pl->PQ);
+}
+
+// --- the kernels ------------------------------------------------------------
 
 int conv2d_forward(float *y, const float *x, const float *w, const float *b,
                    int N, int C, int H, int W, int K, int R, int S, int stride, int pad) {
@@ -461,120 +606,26 @@ int conv2d_forward(float *y, const float *x, const float *w, const float *b,
     return TN_OK;
 }
 
-int conv2d_backward_input(float *dx, const float *dy, const float *w,
-                          int N, int C, int H, int W, int K, int R, int S, int stride, int pad) {
-    // dx is (N, C, H, W), accumulated; dy is (N, K, P, Q); w is (K, C, R, S)
+int conv2d_backward(float *dx, float *dw, float *db, const float *dy, const float *x,
+                    const float *w, int N, int C, int H, int W, int K, int R, int S, int stride,
+                    int pad) {
+    // dx is (N, C, H, W) or NULL, dw is (K, C, R, S) or NULL, db is (K,) or
+    // NULL: all accumulated; dy is (N, K, P, Q); x is (N, C, H, W); w is (K, C, R, S)
+    if (!dx && !dw && !db) return TN_OK;
     conv_plan pl = make_plan(N, C, H, W, K, R, S, stride, pad);
-    float *ws = NULL;
-    size_t total = plan_floats(&pl, 1, N, K);
-    if (total && !(ws = malloc(sizeof(float) * total))) return TN_ENOMEM;
-    blas_serial_begin();
-    if (pl.shifted) {
-        backward_input_shifted(dx, dy, w, ws, &pl, N, C, H, W, K, R, S, pad);
-    } else if (pl.pointwise) {
-        // dx_n[:, j0:j0+J] += W^T @ dy_n[:, j0:j0+J]: tiles never overlap.
-        int items = N * pl.ntiles;
-        #pragma omp parallel for num_threads(pl.threads) schedule(dynamic, 1)
-        for (int it = 0; it < items; it++) {
-            int n = it / pl.ntiles, j0 = (it % pl.ntiles) * pl.tile;
-            int J = TN_MIN(pl.tile, pl.PQ - j0);
-            sgemm_rm(1, 0, C, J, K, 1.0f, w, C, dy + (size_t)n * K * pl.PQ + j0, pl.PQ, 1.0f,
-                     dx + (size_t)n * C * H * W + j0, H * W);
-        }
-    } else {
-        size_t per_thread = (size_t)pl.group_c * pl.RS * pl.tile;
-        int items = N * pl.groups;
-        #pragma omp parallel num_threads(pl.threads)
-        {
-            float *dcol = ws + per_thread * omp_get_thread_num();
-            #pragma omp for schedule(dynamic, 1)
-            for (int it = 0; it < items; it++) {
-                int n = it / pl.groups, c0 = (it % pl.groups) * pl.group_c;
-                int nc = TN_MIN(pl.group_c, C - c0);
-                const float *dyn = dy + (size_t)n * K * pl.PQ;
-                float *dxn = dx + (size_t)n * C * H * W;
-                // Rows c0*R*S .. of W^T: columns of w (K, C*R*S) from c0*R*S on.
-                const float *wt = w + (size_t)c0 * pl.RS;
-                for (int j0 = 0; j0 < pl.PQ; j0 += pl.tile) {
-                    int J = TN_MIN(pl.tile, pl.PQ - j0);
-                    sgemm_rm(1, 0, nc * pl.RS, J, K, 1.0f, wt, pl.CRS, dyn + j0, pl.PQ, 0.0f,
-                             dcol, J);
-                    col2im_tile(dxn, dcol, c0, nc, H, W, R, S, stride, pad, pl.Q, j0, J);
-                }
-            }
-        }
-    }
-    blas_serial_end();
-    free(ws);
-    return TN_OK;
-}
-
-// db[k] += sum of dy over images and positions, in float64: a 256x256 map
-// adds 65536 terms per image.
-static void bias_grad(float *db, const float *dy, int N, int K, int PQ) {
-    #pragma omp parallel for schedule(static)
-    for (int k = 0; k < K; k++) {
-        double s = 0.0;
-        for (int n = 0; n < N; n++) {
-            const float *d = dy + ((size_t)n * K + k) * PQ;
-            for (int j = 0; j < PQ; j++) s += d[j];
-        }
-        db[k] += (float)s;
-    }
-}
-
-int conv2d_backward_weight(float *dw, float *db, const float *dy, const float *x,
-                           int N, int C, int H, int W, int K, int R, int S, int stride, int pad) {
-    // dw is (K, C, R, S), accumulated; db is (K,) or NULL, accumulated;
-    // dy is (N, K, P, Q); x is (N, C, H, W)
-    conv_plan pl = make_plan(N, C, H, W, K, R, S, stride, pad);
-    int threads = weight_threads(&pl, N);
-    size_t total = plan_floats(&pl, 2, N, K);
+    // The two parts run one after the other in ONE parallel region (the
+    // second thread is woken once, not three times: ~90 us each on the VM,
+    // see TN_OMP_MIN_WORK), so they share one workspace.
+    size_t fx = dx ? plan_floats(&pl, 1, N, K) : 0, fw = dw ? plan_floats(&pl, 2, N, K) : 0;
+    size_t total = TN_MAX(fx, fw);
     float *ws = NULL;
     if (total && !(ws = malloc(sizeof(float) * total))) return TN_ENOMEM;
     blas_serial_begin();
+    #pragma omp parallel num_threads(pl.threads)
     {
-        size_t col_floats = pl.pointwise ? 0 : (size_t)pl.CRS * pl.tile;
-        size_t acc_floats = (size_t)K * pl.CRS;
-        int items = N * pl.ntiles;
-        #pragma omp parallel num_threads(threads)
-        {
-            int tid = omp_get_thread_num();
-            float *col = col_floats ? ws + col_floats * tid : NULL;
-            // Thread 0 sums into dw itself, the others into private buffers.
-            float *acc = tid == 0 ? dw : ws + col_floats * threads + acc_floats * (tid - 1);
-            if (tid) memset(acc, 0, sizeof(float) * acc_floats);
-            // Static: each thread sums the same items in the same order on
-            // every call, so dw is bit-reproducible for a given thread count
-            // (a resumed training run repeats the uninterrupted one exactly).
-            // Dynamic scheduling rides out a preempted thread better, but
-            // its per-thread partial sums change from call to call.
-            #pragma omp for schedule(static)
-            for (int it = 0; it < items; it++) {
-                int n = it / pl.ntiles, j0 = (it % pl.ntiles) * pl.tile;
-                int J = TN_MIN(pl.tile, pl.PQ - j0);
-                const float *xn = x + (size_t)n * C * H * W;
-                const float *dyn = dy + (size_t)n * K * pl.PQ + j0;
-                if (pl.pointwise) {
-                    sgemm_rm(0, 1, K, C, J, 1.0f, dyn, pl.PQ, xn + j0, H * W, 1.0f, acc, C);
-                } else {
-                    im2col_tile(col, xn, C, H, W, R, S, stride, pad, pl.Q, j0, J);
-                    sgemm_rm(0, 1, K, pl.CRS, J, 1.0f, dyn, pl.PQ, col, J, 1.0f, acc, pl.CRS);
-                }
-            }
-            // (implicit barrier: every private sum is complete)
-            if (threads > 1) {
-                const float *priv = ws + col_floats * threads;
-                #pragma omp for schedule(static)
-                for (size_t i = 0; i < acc_floats; i++) {
-                    float s = 0.0f;
-                    for (int t = 0; t < threads - 1; t++) s += priv[acc_floats * t + i];
-                    dw[i] += s;
-                }
-            }
-        }
+        if (dx) backward_input(dx, dy, w, ws, &pl, N, C, H, W, K, R, S, stride, pad);
+        backward_weight(dw, db, dy, x, ws, &pl, N, C, H, W, K, R, S, stride, pad);
     }
-    if (db) bias_grad(db, dy, N, K, pl.PQ);
     blas_serial_end();
     free(ws);
     return TN_OK;

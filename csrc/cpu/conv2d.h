@@ -17,18 +17,17 @@ static inline int conv2d_out_size(int in, int k, int stride, int pad) {
 int conv2d_forward(float *y, const float *x, const float *w, const float *b,
                    int N, int C, int H, int W, int K, int R, int S, int stride, int pad);
 
-// dx is (N, C, H, W), accumulated (+=); dy is (N, K, P, Q); w is (K, C, R, S).
-int conv2d_backward_input(float *dx, const float *dy, const float *w,
-                          int N, int C, int H, int W, int K, int R, int S, int stride, int pad);
-
-// dw is (K, C, R, S), accumulated; db is (K,) or NULL, accumulated;
-// dy is (N, K, P, Q); x is (N, C, H, W).
-int conv2d_backward_weight(float *dw, float *db, const float *dy, const float *x,
-                           int N, int C, int H, int W, int K, int R, int S, int stride, int pad);
+// dx is (N, C, H, W), dw is (K, C, R, S), db is (K,): each NULL (not
+// wanted) or accumulated (+=); dy is (N, K, P, Q); x is (N, C, H, W); w is
+// (K, C, R, S).
+int conv2d_backward(float *dx, float *dw, float *db, const float *dy, const float *x,
+                    const float *w, int N, int C, int H, int W, int K, int R, int S, int stride,
+                    int pad);
 
 // Bytes of scratch memory a conv2d kernel allocates for these sizes with the
-// current thread count: op 0 forward, 1 backward_input, 2 backward_weight.
-// What the benchmark reports; the bound the tiling keeps.
+// current thread count: op 0 forward, 1 the dx part of backward, 2 its dw
+// part (conv2d_backward allocates the larger of those it runs). What the
+// benchmark reports; the bound the tiling keeps.
 size_t conv2d_workspace_bytes(int op, int N, int C, int H, int W, int K, int R, int S,
                               int stride, int pad);
 

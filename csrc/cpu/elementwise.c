@@ -135,7 +135,7 @@ static int bcast_reduce(float *restrict db, const float *restrict dy, const floa
     const ptrdiff_t inner = pl->inner, rows = pl->rows;
     const int threaded = pl->total >= TN_OMP_MIN_WORK;
     if (pl->nb == pl->total) {  // no broadcast at all: elementwise
-#pragma omp parallel for simd schedule(static) if (threaded)
+#pragma omp parallel for simd schedule(static) if (parallel : threaded)
         for (ptrdiff_t i = 0; i < pl->total; i++) db[i] += a ? dy[i] * a[i] : dy[i];
         return TN_OK;
     }
@@ -186,7 +186,7 @@ static int bcast_reduce(float *restrict db, const float *restrict dy, const floa
             }
         }
     }
-#pragma omp parallel for simd schedule(static) if (threaded)
+#pragma omp parallel for simd schedule(static) if (parallel : threaded)
     for (ptrdiff_t i = 0; i < pl->nb; i++) db[i] += (float)acc[i];
     free(acc);
     return TN_OK;

@@ -6,7 +6,8 @@
 // double: a float sum of ~10^7 squares would lose about 3 digits.
 int mse_forward(double *loss, const float *restrict x, const float *restrict y, ptrdiff_t n) {
     double acc = 0.0;
-#pragma omp parallel for simd schedule(static) reduction(+ : acc) if (n >= TN_OMP_MIN_WORK)
+#pragma omp parallel for simd schedule(static) reduction(+ : acc) \
+    if (parallel : n >= TN_OMP_MIN_WORK)
     for (ptrdiff_t i = 0; i < n; i++) {
         const double d = (double)x[i] - (double)y[i];
         acc += d * d;
@@ -20,7 +21,7 @@ int mse_forward(double *loss, const float *restrict x, const float *restrict y, 
 int mse_backward(float *restrict dx, const float *restrict x, const float *restrict y,
                  double g, ptrdiff_t n) {
     const float k = (float)(2.0 * g / (double)n);
-#pragma omp parallel for simd schedule(static) if (n >= TN_OMP_MIN_WORK)
+#pragma omp parallel for simd schedule(static) if (parallel : n >= TN_OMP_MIN_WORK)
     for (ptrdiff_t i = 0; i < n; i++) dx[i] = k * (x[i] - y[i]);
     return TN_OK;
 }

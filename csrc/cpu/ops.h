@@ -8,9 +8,14 @@
 
 #include "common.h"
 
-// Below this many elements an op runs on one thread: an OpenMP fork/join
-// costs a few microseconds, more than the whole op on a small tensor.
-#define TN_OMP_MIN_WORK 32768
+// Below this many elements an op runs on one thread. Waking the sleeping
+// OpenMP threads (OMP_WAIT_POLICY passive, timenet/_loader.py) costs about
+// 90 us a parallel region on the 2-core VM, median over back-to-back calls
+// (the kernel's futex wake of an idle vCPU, and the join's): 1 vs 2 threads,
+// us, at 131072 / 262144 / 1048576 elements: silu 105 / 260 / 874 vs
+// 145 / 188 / 511, group_norm 49 / 109 / 504 vs 100 / 135 / 332, relu
+// 13 / 45 / 288 vs 92 / 96 / 201. (At 32768, the old bound: silu 25 vs 92.)
+#define TN_OMP_MIN_WORK 262144
 
 // Most dims add/mul broadcasting handles (any practical tensor).
 #define TN_BCAST_MAXDIM 8
@@ -21,6 +26,12 @@ int group_norm_forward(float *y, float *mean, float *rstd, const float *x, const
 int group_norm_backward(float *dx, float *dw, float *db, const float *dy, const float *x,
                         const float *mean, const float *rstd, const float *w, int N, int C,
                         ptrdiff_t S, int G);
+// silu(group_norm(x)) fused; mean, rstd (N, G) are float64 here.
+int group_norm_silu_forward(float *y, double *mean, double *rstd, const float *x, const float *w,
+                            const float *b, int N, int C, ptrdiff_t S, int G, float eps);
+int group_norm_silu_backward(float *dx, float *dw, float *db, const float *dy, const float *x,
+                             const double *mean, const double *rstd, const float *w,
+                             const float *b, int N, int C, ptrdiff_t S, int G);
 
 // act.c
 int silu_forward(float *y, const float *x, ptrdiff_t n);

@@ -119,7 +119,7 @@ class Adapter(nn.Module):
         self.out_hw = tuple(int(s) for s in out_hw)
 
     def forward(self, f):
-        h = self.conv(F.silu(self.norm(f)))
+        h = self.conv(self.norm.forward_silu(f))
         if tuple(h.shape[2:]) != self.out_hw:
             h = F.adaptive_avg_pool2d(h, self.out_hw)
         return h

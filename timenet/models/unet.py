@@ -196,11 +196,11 @@ class ResnetBlock(nn.Module):
 
     def forward(self, x, act_emb=None):
         """x (N, C_in, H, W); act_emb (N, temb) = silu(embedding) or None."""
-        h = self.conv1(F.silu(self.norm1(x)))
+        h = self.conv1(self.norm1.forward_silu(x))
         if act_emb is not None:
             e = self.temb_proj(act_emb)
             h = F.broadcast_add(h, e.reshape(e.shape[0], e.shape[1], 1, 1))
-        h = self.conv2(F.silu(self.norm2(h)))
+        h = self.conv2(self.norm2.forward_silu(h))
         skip = self.nin_shortcut(x) if self.in_channels != self.out_channels else x
         return skip + h
 
@@ -478,5 +478,5 @@ class UNet(nn.Module):
             if i != 0:
                 h = tap(f"up.{i}.upsample", lvl.upsample(h))
 
-        out = self.conv_out(F.silu(self.norm_out(h)))
+        out = self.conv_out(self.norm_out.forward_silu(h))
         return (out, features) if return_features else out
