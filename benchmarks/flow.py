@@ -12,6 +12,42 @@ forward (2 per multiply-add); a training step is counted as 3 forwards
 GFLOP/s and as the fraction of the FMA peak `_core.fma_peak(threads)`
 measured in the same run: the machines are shared and noisy, so ratios
 travel better than absolute numbers. Prints figures, asserts nothing.
+
+RESULTS (2-core AVX-512 VM, OpenBLAS 0.3.34, 2 threads, CPU-only builds
+(TIMENET_CUDA=0) of the cpu-speed branch's base c0fedc8 ("before") and of
+its head ("after"; 3 of the 5 runs at 8b73215, before the tape's in-place
+sums), `python benchmarks/flow.py` run alternately, 5 runs each; no other
+process busy during them (sampled every 2 s); FMA peak
+361-409 GFLOP/s in these runs). img/s, range over the runs:
+
+                          before        after     peak RSS before -> after
+  train tiny  32² b16    90-97      151-156    146 -> 130 MiB   (x1.6)
+  train small 64² b8     8.7-9.8    12.7-13.0  611 -> 512-522   (x1.35)
+  one-step paper b1      0.89-0.96 s  0.78-0.83 s   359 -> 342
+  one-step paper b8      7.8-8.6 s    6.6-7.3 s    1585 -> 1499
+
+The training FLOPs run at 58-62 GFLOP/s (tiny, 14-17 % of the FMA peak)
+and 114-118 (small, 28-32 %). Where a step goes now (2 threads, _core
+calls timed in the training loop): tiny, 100 ms: conv2d 66 % (backward
+48 ms, forward 18), fused GroupNorm+SiLU 12 %, attention / concat / add /
+upsample 5 %, AdamW + clipping 1 %, Python and numpy in the tape 13 %;
+small, 640 ms: conv2d 72 %, GroupNorm+SiLU 12 %, attention 3 %, the rest
+small, Python 9 %. The convolutions are bound by OpenBLAS on GEMMs whose
+sides are 16-128 (one thread reaches 65-130 GFLOP/s on them, of ~200)
+and, at 32² and 64², by memory traffic.
+
+What changed (one commit each, figures in the messages): glibc keeps
+freed memory (page faults cost ~10 us each here: 88 -> 121 img/s tiny on
+their own); dW as dW^T for 16 <= K <= 128; dW skipped for frozen
+weights; the one-thread paths of the 'parallel for simd' loops
+vectorised and threads only from 262144 elements (a parallel region
+costs ~90 us with sleeping threads); one parallel region per conv
+backward; fused GroupNorm+SiLU; shifted GEMMs on 8² and 16² maps up to
+128 channels; one vectorised AdamW call; gradients summed in place.
+All but the shifted GEMMs keep the losses bit for bit; those change the
+float rounding of the convolutions (3-step losses agree to 9 digits).
+GOMP_SPINCOUNT=10000 adds ~19 % to tiny training on an otherwise idle
+machine and costs 28 % next to one busy process (timenet/_loader.py).
 """
 import argparse
 import json

@@ -15,6 +15,30 @@ same denoiser. The perceptual term is whatever `Perceptual("auto")` finds
 (LPIPS with the weight files, else the SSIM fallback), unless --perceptual
 says otherwise (lpips-random times the LPIPS path with random weights).
 Prints figures, asserts nothing.
+
+RESULTS (same machine and protocol as benchmarks/flow.py's RESULTS:
+2-core AVX-512 VM, 2 threads, CPU-only builds of c0fedc8 "before" and of
+the cpu-speed head "after" (3 of the 5 runs one commit earlier),
+`python benchmarks/tpn.py` alternately, 5 clean runs each; the perceptual
+term is the SSIM fallback, no LPIPS weights here). img/s, range over the
+runs:
+
+                          before        after     peak RSS before -> after
+  TPN train tiny  32² b16  49-56       83-90      231 -> 199-201 MiB  (x1.6)
+  TPN train small 64² b8   5.2-5.5     7.3-7.8   1073 -> 875-902     (x1.4)
+  paper one-step b1, with TPN   1.81-1.93 s  1.60-1.66 s
+  paper one-step b4, with TPN   7.9-8.7 s    6.3-6.9 s
+  synthesis (numpy, unchanged): 32² clean 0.5 2000-2300 img/s, 64²
+  1080-1200, 256² 110-128
+
+Where a TPN step goes now: tiny, 185 ms: conv2d 59 % (the frozen
+denoiser's convs compute no dW), fused GroupNorm+SiLU 14 %, synthesis
+8 ms (4 %), the SSIM loss's 1-channel blurs ~7 ms forward and backward
+(4 %), AdamW + clipping 1 %, the rest Python and numpy in the tape;
+small, 1.1 s: conv2d 67 %, GroupNorm+SiLU 12 %, attention 3 %, Python 13 %
+(the tape's numpy adds and copies on 4-12 MB maps, synthesis 9 ms, SSIM
+8 ms). A direct (no-GEMM) path for the SSIM's 1-channel convolutions was
+tried and was slower than the GEMM one (OpenBLAS's GEMV on 2 threads).
 """
 import argparse
 import json
