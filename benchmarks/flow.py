@@ -43,8 +43,10 @@ weights; the one-thread paths of the 'parallel for simd' loops
 vectorised and threads only from 262144 elements (a parallel region
 costs ~90 us with sleeping threads); one parallel region per conv
 backward; fused GroupNorm+SiLU; shifted GEMMs on 8² and 16² maps up to
-128 channels; one vectorised AdamW call; gradients summed in place.
-All but the shifted GEMMs keep the losses bit for bit; those change the
+128 channels; one vectorised AdamW call. (Summing gradients in place in
+the tape, in 2 of the 5 "after" runs, was left off main: its gain was
+within the noise and it decided aliasing by reference counts.) All but the
+shifted GEMMs keep the losses bit for bit; those change the
 float rounding of the convolutions (3-step losses agree to 9 digits).
 GOMP_SPINCOUNT=10000 adds ~19 % to tiny training on an otherwise idle
 machine and costs 28 % next to one busy process (timenet/_loader.py).
