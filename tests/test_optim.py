@@ -260,7 +260,8 @@ def test_adamw_step_multi_equals_one_call_per_array():
     (lambda a: ([a()], [a()], [a()], []), ValueError, r"vs has 0 arrays, ps has 1"),
     (lambda a: ([a()], [a((3, 4))], [a()], [a()]), ValueError,
      r"adamw_step_multi: gs\[0\] must be ps\[i\].shape = \(4, 3\)"),
-    (lambda a: ([a()], [a()], [_readonly((4, 3))], [a()]), ValueError, r"ms\[0\] is updated in place"),
+    (lambda a: ([a()], [a()], [_readonly((4, 3))], [a()]), ValueError,
+     r"ms\[0\] is updated in place"),
     (lambda a: ([a()], [a().astype(np.float64)], [a()], [a()]), TypeError, r"gs\[0\] must be"),
     (lambda a: ((lambda x: ([x], [a()], [x], [a()]))(a())), ValueError, "overlap|share|alias"),
 ])
