@@ -126,8 +126,9 @@ def test_cpu_ops_ignore_autocast():
     lw = Tensor(rng.standard_normal((7, 5 * 64)).astype(np.float32))
     want = F.linear(F.conv2d(x, w, None, 1, 1).reshape(4, -1), lw, None).numpy()
     with cuda.autocast():
+        assert cuda.autocast_enabled()      # the flag is on while the CPU ops run
         got = F.linear(F.conv2d(x, w, None, 1, 1).reshape(4, -1), lw, None).numpy()
-    np.testing.assert_array_equal(got, want)
+    assert got.dtype == np.float32 and np.array_equal(got, want), "CPU ops changed under autocast"
 
 
 def test_emulated_fit_trains_under_autocast_only(emulated_cuda, monkeypatch, tmp_path):
