@@ -510,8 +510,8 @@ int tn_cuda_add_types(PyObject *m) {
 }
 
 // ---------------------------------------------------------------------------
-// DeviceArrays as op arguments (tn_cuda_f32, py_args.h): the messages of
-// py_cuda_ops.c's arg_f32
+// DeviceArrays as op arguments: tn_da_arg for every CUDA glue file, and the
+// tn_cuda_f32 kind of py_args.h built on it
 
 static void arg_from_da(tn_arg *a, tn_DeviceArray *x, PyObject *orig) {
     a->ref = (PyObject *)x;
@@ -523,32 +523,40 @@ static void arg_from_da(tn_arg *a, tn_DeviceArray *x, PyObject *orig) {
     a->writeable = 1;
 }
 
-static int arg_take_da(tn_arg *a, PyObject *obj, const char *op, const char *name,
-                       const char *expect, void *ctx) {
-    tn_devctx *d = ctx;
+tn_DeviceArray *tn_da_arg(PyObject *obj, int typenum, const char *op, const char *name,
+                          const char *expect, tn_devctx *ctx) {
     char got[200];
+    const char *tname = typenum == NPY_FLOAT32 ? "float32" : typenum == NPY_INT32 ? "int32"
+                                                                                  : "int64";
     if (!tn_DeviceArray_Check(obj)) {
         PyErr_Format(PyExc_TypeError,
-                     "%s: %s must be a float32 CUDA array %s, got %s; every input of a CUDA op "
-                     "must be on the GPU (Tensor.to('cuda'))", op, name, expect,
+                     "%s: %s must be a %s CUDA array %s, got %s; every input of a CUDA op "
+                     "must be on the GPU (Tensor.to('cuda'))", op, name, tname, expect,
                      tn_da_describe(obj, got, sizeof got));
-        return -1;
+        return NULL;
     }
     tn_DeviceArray *x = (tn_DeviceArray *)obj;
-    if (x->typenum != NPY_FLOAT32) {
-        PyErr_Format(PyExc_TypeError, "%s: %s must be %s float32, got %s", op, name, expect,
+    if (x->typenum != typenum) {
+        PyErr_Format(PyExc_TypeError, "%s: %s must be %s %s, got %s", op, name, expect, tname,
                      tn_da_describe(obj, got, sizeof got));
-        return -1;
+        return NULL;
     }
-    if (d->dev < 0) {
-        d->dev = x->device;
-        snprintf(d->first, sizeof d->first, "%s", name);
-    } else if (x->device != d->dev) {
+    if (ctx->dev < 0) {
+        ctx->dev = x->device;
+        snprintf(ctx->first, sizeof ctx->first, "%s", name);
+    } else if (x->device != ctx->dev) {
         PyErr_Format(PyExc_RuntimeError,
                      "%s: expected all inputs on one device, got %s on cuda:%d and %s on cuda:%d",
-                     op, d->first, d->dev, name, x->device);
-        return -1;
+                     op, ctx->first, ctx->dev, name, x->device);
+        return NULL;
     }
+    return x;
+}
+
+static int arg_take_da(tn_arg *a, PyObject *obj, const char *op, const char *name,
+                       const char *expect, void *ctx) {
+    tn_DeviceArray *x = tn_da_arg(obj, NPY_FLOAT32, op, name, expect, ctx);
+    if (!x) return -1;
     Py_INCREF(obj);
     arg_from_da(a, x, obj);
     return 0;

@@ -52,6 +52,13 @@ typedef struct {
 } tn_devctx;
 #define TN_DEVCTX_INIT {-1, ""}
 
+// obj as a DeviceArray of `typenum` on ctx's device (the first array fixes
+// it): TypeError for anything else or another dtype, RuntimeError naming
+// both arguments for another device. Borrowed reference, or NULL. The one
+// statement of these messages for every CUDA glue file.
+tn_DeviceArray *tn_da_arg(PyObject *obj, int typenum, const char *op, const char *name,
+                          const char *expect, tn_devctx *ctx);
+
 // Array arguments as float32 DeviceArrays (py_args.h; ctx a tn_devctx *):
 // a numpy array or another dtype is a TypeError, another device a
 // RuntimeError naming both; outputs are made on the inputs' device.

@@ -34,34 +34,17 @@
 // ---------------------------------------------------------------------------
 // argument helpers (borrowed references: the argument tuple keeps them alive)
 
-// The device every array of this call lives on (-1 until the first one).
-typedef struct {
-    int dev;
-    const char *first;  // the argument that fixed it
-} devctx;
-
 // A device array of `typenum` with `ndim` dims (< 0: any), no zero-size dim,
-// on ctx's device. Borrowed reference, or NULL with TypeError / ValueError /
-// RuntimeError set.
+// on ctx's device (tn_da_arg). Borrowed reference, or NULL with TypeError /
+// ValueError / RuntimeError set.
 static tn_DeviceArray *arg_typed(PyObject *obj, int typenum, const char *op, const char *name,
-                                 int ndim, const char *expect, devctx *ctx) {
+                                 int ndim, const char *expect, tn_devctx *ctx) {
     char got[200];
-    const char *tname = typenum == NPY_FLOAT32 ? "float32" : typenum == NPY_INT32 ? "int32"
-                                                                                  : "int64";
-    if (!tn_DeviceArray_Check(obj)) {
-        PyErr_Format(PyExc_TypeError,
-                     "%s: %s must be a %s CUDA array %s, got %s; every input of a CUDA op "
-                     "must be on the GPU (Tensor.to('cuda'))", op, name, tname, expect,
-                     tn_da_describe(obj, got, sizeof got));
-        return NULL;
-    }
-    tn_DeviceArray *a = DA(obj);
-    if (a->typenum != typenum) {
-        PyErr_Format(PyExc_TypeError, "%s: %s must be %s %s, got %s", op, name, expect, tname,
-                     tn_da_describe(obj, got, sizeof got));
-        return NULL;
-    }
+    tn_DeviceArray *a = tn_da_arg(obj, typenum, op, name, expect, ctx);
+    if (!a) return NULL;
     if (ndim >= 0 && a->ndim != ndim) {
+        const char *tname = typenum == NPY_FLOAT32 ? "float32" : typenum == NPY_INT32 ? "int32"
+                                                                                      : "int64";
         PyErr_Format(PyExc_ValueError, "%s: %s must be %s %s, got %s", op, name, expect, tname,
                      tn_da_describe(obj, got, sizeof got));
         return NULL;
@@ -72,26 +55,17 @@ static tn_DeviceArray *arg_typed(PyObject *obj, int typenum, const char *op, con
                          tn_da_describe(obj, got, sizeof got));
             return NULL;
         }
-    if (ctx->dev < 0) {
-        ctx->dev = a->device;
-        ctx->first = name;
-    } else if (a->device != ctx->dev) {
-        PyErr_Format(PyExc_RuntimeError,
-                     "%s: expected all inputs on one device, got %s on cuda:%d and %s on cuda:%d",
-                     op, ctx->first, ctx->dev, name, a->device);
-        return NULL;
-    }
     return a;
 }
 
 static tn_DeviceArray *arg_f32(PyObject *obj, const char *op, const char *name, int ndim,
-                               const char *expect, devctx *ctx) {
+                               const char *expect, tn_devctx *ctx) {
     return arg_typed(obj, NPY_FLOAT32, op, name, ndim, expect, ctx);
 }
 
 // arg_f32 with any ndim >= min_ndim ("(N, C, *)").
 static tn_DeviceArray *arg_min_ndim(PyObject *obj, const char *op, const char *name,
-                                    int min_ndim, const char *expect, devctx *ctx) {
+                                    int min_ndim, const char *expect, tn_devctx *ctx) {
     tn_DeviceArray *a = arg_f32(obj, op, name, -1, expect, ctx);
     if (a && tn_check_min_ndim(obj, op, name, min_ndim, expect) < 0) return NULL;
     return a;
@@ -99,7 +73,7 @@ static tn_DeviceArray *arg_min_ndim(PyObject *obj, const char *op, const char *n
 
 // arg_f32 with exactly e's shape.
 static tn_DeviceArray *arg_expect(PyObject *obj, const char *op, const char *name,
-                                  const tn_expect *e, devctx *ctx) {
+                                  const tn_expect *e, tn_devctx *ctx) {
     tn_DeviceArray *a = arg_f32(obj, op, name, e->ndim, e->text, ctx);
     if (a && tn_check_expect(obj, op, name, e) < 0) return NULL;
     return a;
@@ -107,7 +81,7 @@ static tn_DeviceArray *arg_expect(PyObject *obj, const char *op, const char *nam
 
 // arg_f32 with exactly `want`'s dims: "k must be (N, L, C) = q.shape = (2, 4, 8) ...".
 static tn_DeviceArray *arg_like(PyObject *obj, const char *op, const char *name, int nd,
-                                const Py_ssize_t *want, const char *sym, devctx *ctx) {
+                                const Py_ssize_t *want, const char *sym, tn_devctx *ctx) {
     tn_expect e;
     tn_expect_dims(&e, sym, nd, want, 0);
     return arg_expect(obj, op, name, &e, ctx);
@@ -172,7 +146,7 @@ static PyObject *py_cuda_binary(PyObject *self, PyObject *args) {
     static const char *op = "cuda_binary";
     int which;
     PyObject *ao, *bo;
-    devctx ctx = {-1, NULL};
+    tn_devctx ctx = TN_DEVCTX_INIT;
     tn_DeviceArray *y = NULL;
     PyObject *ret = NULL;
     if (!PyArg_ParseTuple(args, "iOO:cuda_binary", &which, &ao, &bo)) return NULL;
@@ -220,7 +194,7 @@ static PyObject *py_cuda_scalar(PyObject *self, PyObject *args) {
     int which;
     PyObject *xo;
     double s;
-    devctx ctx = {-1, NULL};
+    tn_devctx ctx = TN_DEVCTX_INIT;
     tn_DeviceArray *y = NULL;
     PyObject *ret = NULL;
     if (!PyArg_ParseTuple(args, "iOd:cuda_scalar", &which, &xo, &s)) return NULL;
@@ -282,7 +256,7 @@ static PyObject *py_cuda_strided_copy(PyObject *self, PyObject *args) {
     static const char *op = "cuda_strided_copy";
     PyObject *xo, *so, *sto;
     long long offset;
-    devctx ctx = {-1, NULL};
+    tn_devctx ctx = TN_DEVCTX_INIT;
     tn_DeviceArray *y = NULL;
     PyObject *ret = NULL;
     int64_t shape[TN_CUDA_MAXDIM], strides[TN_CUDA_MAXDIM];
@@ -309,7 +283,7 @@ static PyObject *py_cuda_strided_add_(PyObject *self, PyObject *args) {
     static const char *op = "cuda_strided_add_";
     PyObject *yo, *xo, *so, *sto;
     long long offset;
-    devctx ctx = {-1, NULL};
+    tn_devctx ctx = TN_DEVCTX_INIT;
     int64_t shape[TN_CUDA_MAXDIM], strides[TN_CUDA_MAXDIM];
     Py_ssize_t pshape[TN_DA_MAXDIM];
     if (!PyArg_ParseTuple(args, "OOOOL:cuda_strided_add_", &yo, &xo, &so, &sto, &offset))
@@ -317,7 +291,7 @@ static PyObject *py_cuda_strided_add_(PyObject *self, PyObject *args) {
     tn_DeviceArray *y = arg_base(yo, op, "y");
     if (!y) return NULL;
     ctx.dev = y->device;
-    ctx.first = "y";
+    snprintf(ctx.first, sizeof ctx.first, "y");
     int nd = parse_view(so, sto, op, shape, strides, pshape);
     if (nd < 0) return NULL;
     if (check_strided(op, nd, shape, strides, offset, tn_da_size(y)) < 0) return NULL;
@@ -340,7 +314,7 @@ static PyObject *py_cuda_sum(PyObject *self, PyObject *args, PyObject *kw) {
     static char *kwlist[] = {"x", "axes", "keepdims", NULL};
     PyObject *xo, *axo = Py_None;
     int keepdims = 0;
-    devctx ctx = {-1, NULL};
+    tn_devctx ctx = TN_DEVCTX_INIT;
     tn_DeviceArray *y = NULL;
     PyObject *ret = NULL;
     if (!PyArg_ParseTupleAndKeywords(args, kw, "O|Op:cuda_sum", kwlist, &xo, &axo, &keepdims))
@@ -392,7 +366,7 @@ typedef int (*unary_grad_fn)(float *, const float *, const float *, int64_t);
 static PyObject *unary_forward(PyObject *args, PyObject *kw, const char *op, unary_fn f) {
     static char *kwlist[] = {"x", NULL};
     PyObject *xo, *ret = NULL;
-    devctx ctx = {-1, NULL};
+    tn_devctx ctx = TN_DEVCTX_INIT;
     tn_DeviceArray *y = NULL;
     char fmt[64];
     snprintf(fmt, sizeof fmt, "O:%s", op);
@@ -413,7 +387,7 @@ static PyObject *unary_backward(PyObject *args, PyObject *kw, const char *op,
     static char *kwlist_x[] = {"dy", "x", NULL};
     static char *kwlist_y[] = {"dy", "y", NULL};
     PyObject *dyo, *so, *ret = NULL;
-    devctx ctx = {-1, NULL};
+    tn_devctx ctx = TN_DEVCTX_INIT;
     tn_DeviceArray *dx = NULL;
     char fmt[64];
     snprintf(fmt, sizeof fmt, "OO:%s", op);
@@ -459,7 +433,7 @@ static PyObject *py_relu_backward(PyObject *s, PyObject *a, PyObject *k) {
 
 // a (any ndim) and b broadcast to it, the inputs add/mul forward and
 // mul_backward take.
-static int bcast_inputs(PyObject *ao, PyObject *bo, const char *op, devctx *ctx,
+static int bcast_inputs(PyObject *ao, PyObject *bo, const char *op, tn_devctx *ctx,
                         tn_DeviceArray **a, tn_DeviceArray **b) {
     if (!(*a = arg_f32(ao, op, "a", -1, "(N, C, H, W) (any ndim)", ctx))) return -1;
     if (!(*b = arg_f32(bo, op, "b", -1, "(a's ndim, each dim equal to a's or 1)", ctx)))
@@ -471,7 +445,7 @@ static int bcast_inputs(PyObject *ao, PyObject *bo, const char *op, devctx *ctx,
 static PyObject *bcast_forward(PyObject *args, PyObject *kw, const char *op, int is_mul) {
     static char *kwlist[] = {"a", "b", NULL};
     PyObject *ao, *bo, *ret = NULL;
-    devctx ctx = {-1, NULL};
+    tn_devctx ctx = TN_DEVCTX_INIT;
     tn_DeviceArray *y = NULL;
     char fmt[64];
     snprintf(fmt, sizeof fmt, "OO:%s", op);
@@ -506,7 +480,7 @@ static PyObject *py_add_backward(PyObject *self, PyObject *args, PyObject *kw) {
     static const char *op = "cuda_add_backward";
     static char *kwlist[] = {"dy", "b_shape", NULL};
     PyObject *dyo, *so, *ret = NULL;
-    devctx ctx = {-1, NULL};
+    tn_devctx ctx = TN_DEVCTX_INIT;
     tn_DeviceArray *da = NULL, *db = NULL;
     Py_ssize_t bd[TN_DA_MAXDIM];
     if (!PyArg_ParseTupleAndKeywords(args, kw, "OO:cuda_add_backward", kwlist, &dyo, &so))
@@ -531,7 +505,7 @@ static PyObject *py_mul_backward(PyObject *self, PyObject *args, PyObject *kw) {
     static const char *op = "cuda_mul_backward";
     static char *kwlist[] = {"dy", "a", "b", NULL};
     PyObject *dyo, *ao, *bo, *ret = NULL;
-    devctx ctx = {-1, NULL};
+    tn_devctx ctx = TN_DEVCTX_INIT;
     tn_DeviceArray *da = NULL, *db = NULL;
     if (!PyArg_ParseTupleAndKeywords(args, kw, "OOO:cuda_mul_backward", kwlist, &dyo, &ao, &bo))
         return NULL;
@@ -559,7 +533,7 @@ static PyObject *py_concat_forward(PyObject *self, PyObject *args, PyObject *kw)
     static const char *op = "cuda_concat_forward";
     static char *kwlist[] = {"xs", NULL};
     PyObject *xso, *seq = NULL, *ret = NULL;
-    devctx ctx = {-1, NULL};
+    tn_devctx ctx = TN_DEVCTX_INIT;
     tn_DeviceArray **xs = NULL, *y = NULL;
     const float **ptrs = NULL;
     int64_t *sizes = NULL;
@@ -616,7 +590,7 @@ static PyObject *py_concat_backward(PyObject *self, PyObject *args, PyObject *kw
     static const char *op = "cuda_concat_backward";
     static char *kwlist[] = {"dy", "sizes", NULL};
     PyObject *dyo, *so, *list = NULL, *ret = NULL;
-    devctx ctx = {-1, NULL};
+    tn_devctx ctx = TN_DEVCTX_INIT;
     Py_ssize_t *cs = NULL;  // the C_i
     float **ptrs = NULL;
     int64_t *sizes = NULL;
@@ -665,7 +639,7 @@ static PyObject *py_mse_forward(PyObject *self, PyObject *args, PyObject *kw) {
     static const char *op = "cuda_mse_forward";
     static char *kwlist[] = {"x", "y", NULL};
     PyObject *xo, *yo, *ret = NULL;
-    devctx ctx = {-1, NULL};
+    tn_devctx ctx = TN_DEVCTX_INIT;
     tn_DeviceArray *loss = NULL;
     if (!PyArg_ParseTupleAndKeywords(args, kw, "OO:cuda_mse_forward", kwlist, &xo, &yo))
         return NULL;
@@ -687,7 +661,7 @@ static PyObject *py_mse_backward(PyObject *self, PyObject *args, PyObject *kw) {
     static const char *op = "cuda_mse_backward";
     static char *kwlist[] = {"x", "y", "g", NULL};
     PyObject *xo, *yo, *go = NULL, *ret = NULL;
-    devctx ctx = {-1, NULL};
+    tn_devctx ctx = TN_DEVCTX_INIT;
     tn_DeviceArray *dx = NULL, *gd = NULL;
     double g = 1.0;
     if (!PyArg_ParseTupleAndKeywords(args, kw, "OO|O:cuda_mse_backward", kwlist, &xo, &yo, &go))
@@ -725,7 +699,7 @@ static PyObject *py_linear_forward(PyObject *self, PyObject *args, PyObject *kw)
     static const char *op = "cuda_linear_forward";
     static char *kwlist[] = {"x", "w", "b", NULL};
     PyObject *xo, *wo, *bo = Py_None, *ret = NULL;
-    devctx ctx = {-1, NULL};
+    tn_devctx ctx = TN_DEVCTX_INIT;
     tn_DeviceArray *y = NULL, *b = NULL;
     if (!PyArg_ParseTupleAndKeywords(args, kw, "OO|O:cuda_linear_forward", kwlist, &xo, &wo,
                                      &bo))
@@ -753,7 +727,7 @@ static PyObject *py_linear_backward(PyObject *self, PyObject *args, PyObject *kw
     static char *kwlist[] = {"dy", "x", "w", "need_bias", NULL};
     PyObject *dyo, *xo, *wo, *ret = NULL;
     int need_bias = 1;
-    devctx ctx = {-1, NULL};
+    tn_devctx ctx = TN_DEVCTX_INIT;
     tn_DeviceArray *dx = NULL, *dw = NULL, *db = NULL;
     if (!PyArg_ParseTupleAndKeywords(args, kw, "OOO|p:cuda_linear_backward", kwlist, &dyo, &xo,
                                      &wo, &need_bias))
@@ -786,7 +760,7 @@ static PyObject *py_conv2d_forward(PyObject *self, PyObject *args, PyObject *kw)
     static char *kwlist[] = {"x", "w", "b", "stride", "padding", NULL};
     PyObject *xo, *wo, *bo = Py_None, *ret = NULL;
     int stride = 1, padding = 0;
-    devctx ctx = {-1, NULL};
+    tn_devctx ctx = TN_DEVCTX_INIT;
     tn_DeviceArray *y = NULL, *b = NULL;
     tn_conv2d z;
     if (!PyArg_ParseTupleAndKeywords(args, kw, "OO|Oii:cuda_conv2d_forward", kwlist, &xo, &wo,
@@ -815,7 +789,7 @@ static PyObject *py_conv2d_backward(PyObject *self, PyObject *args, PyObject *kw
     static char *kwlist[] = {"dy", "x", "w", "stride", "padding", "need_dx", "need_bias", NULL};
     PyObject *dyo, *xo, *wo, *ret = NULL;
     int stride = 1, padding = 0, need_dx = 1, need_bias = 1;
-    devctx ctx = {-1, NULL};
+    tn_devctx ctx = TN_DEVCTX_INIT;
     tn_DeviceArray *dx = NULL, *dw = NULL, *db = NULL;
     tn_conv2d z;
     if (!PyArg_ParseTupleAndKeywords(args, kw, "OOO|iipp:cuda_conv2d_backward", kwlist, &dyo,
@@ -852,7 +826,7 @@ static PyObject *py_group_norm_forward(PyObject *self, PyObject *args, PyObject 
     PyObject *xo, *wo, *bo, *ret = NULL;
     int G;
     double eps;
-    devctx ctx = {-1, NULL};
+    tn_devctx ctx = TN_DEVCTX_INIT;
     tn_DeviceArray *w = NULL, *b = NULL, *y = NULL, *mean = NULL, *rstd = NULL;
     if (!PyArg_ParseTupleAndKeywords(args, kw, "OiOOd:cuda_group_norm_forward", kwlist, &xo, &G,
                                      &wo, &bo, &eps))
@@ -883,7 +857,7 @@ static PyObject *py_group_norm_backward(PyObject *self, PyObject *args, PyObject
     static char *kwlist[] = {"dy", "x", "mean", "rstd", "num_groups", "w", NULL};
     PyObject *dyo, *xo, *mo, *ro, *wo, *ret = NULL;
     int G;
-    devctx ctx = {-1, NULL};
+    tn_devctx ctx = TN_DEVCTX_INIT;
     tn_DeviceArray *w = NULL, *dx = NULL, *dw = NULL, *db = NULL;
     if (!PyArg_ParseTupleAndKeywords(args, kw, "OOOOiO:cuda_group_norm_backward", kwlist, &dyo,
                                      &xo, &mo, &ro, &G, &wo))
@@ -923,7 +897,7 @@ static PyObject *py_upsample_nearest_forward(PyObject *self, PyObject *args, PyO
     static char *kwlist[] = {"x", "scale", NULL};
     PyObject *xo, *ret = NULL;
     int s;
-    devctx ctx = {-1, NULL};
+    tn_devctx ctx = TN_DEVCTX_INIT;
     tn_DeviceArray *y = NULL;
     if (!PyArg_ParseTupleAndKeywords(args, kw, "Oi:cuda_upsample_nearest_forward", kwlist, &xo,
                                      &s))
@@ -947,7 +921,7 @@ static PyObject *py_upsample_nearest_backward(PyObject *self, PyObject *args, Py
     static char *kwlist[] = {"dy", "scale", NULL};
     PyObject *dyo, *ret = NULL;
     int s;
-    devctx ctx = {-1, NULL};
+    tn_devctx ctx = TN_DEVCTX_INIT;
     tn_DeviceArray *dx = NULL;
     if (!PyArg_ParseTupleAndKeywords(args, kw, "Oi:cuda_upsample_nearest_backward", kwlist, &dyo,
                                      &s))
@@ -970,7 +944,7 @@ static PyObject *py_avg_pool2d_forward(PyObject *self, PyObject *args, PyObject 
     static char *kwlist[] = {"x", "kernel", "stride", "padding", NULL};
     PyObject *xo, *ret = NULL;
     int k, stride, pad;
-    devctx ctx = {-1, NULL};
+    tn_devctx ctx = TN_DEVCTX_INIT;
     tn_DeviceArray *y = NULL;
     if (!PyArg_ParseTupleAndKeywords(args, kw, "Oiii:cuda_avg_pool2d_forward", kwlist, &xo, &k,
                                      &stride, &pad))
@@ -995,7 +969,7 @@ static PyObject *py_avg_pool2d_backward(PyObject *self, PyObject *args, PyObject
     static char *kwlist[] = {"dy", "x_shape", "kernel", "stride", "padding", NULL};
     PyObject *dyo, *so, *ret = NULL;
     int k, stride, pad;
-    devctx ctx = {-1, NULL};
+    tn_devctx ctx = TN_DEVCTX_INIT;
     tn_DeviceArray *dx = NULL;
     Py_ssize_t xd[4];
     if (!PyArg_ParseTupleAndKeywords(args, kw, "OOiii:cuda_avg_pool2d_backward", kwlist, &dyo,
@@ -1021,7 +995,7 @@ static PyObject *py_adaptive_avg_pool2d_forward(PyObject *self, PyObject *args, 
     static char *kwlist[] = {"x", "out_h", "out_w", NULL};
     PyObject *xo, *ret = NULL;
     int OH, OW;
-    devctx ctx = {-1, NULL};
+    tn_devctx ctx = TN_DEVCTX_INIT;
     tn_DeviceArray *y = NULL;
     if (!PyArg_ParseTupleAndKeywords(args, kw, "Oii:cuda_adaptive_avg_pool2d_forward", kwlist,
                                      &xo, &OH, &OW))
@@ -1045,7 +1019,7 @@ static PyObject *py_adaptive_avg_pool2d_backward(PyObject *self, PyObject *args,
     static const char *op = "cuda_adaptive_avg_pool2d_backward";
     static char *kwlist[] = {"dy", "x_shape", NULL};
     PyObject *dyo, *so, *ret = NULL;
-    devctx ctx = {-1, NULL};
+    tn_devctx ctx = TN_DEVCTX_INIT;
     tn_DeviceArray *dx = NULL;
     Py_ssize_t xd[4];
     if (!PyArg_ParseTupleAndKeywords(args, kw, "OO:cuda_adaptive_avg_pool2d_backward", kwlist,
@@ -1072,7 +1046,7 @@ static PyObject *py_max_pool2d_forward(PyObject *self, PyObject *args, PyObject 
     static char *kwlist[] = {"x", "kernel", "stride", "padding", NULL};
     PyObject *xo, *ret = NULL;
     int k, stride, pad;
-    devctx ctx = {-1, NULL};
+    tn_devctx ctx = TN_DEVCTX_INIT;
     tn_DeviceArray *y = NULL, *am = NULL;
     if (!PyArg_ParseTupleAndKeywords(args, kw, "Oiii:cuda_max_pool2d_forward", kwlist, &xo, &k,
                                      &stride, &pad))
@@ -1098,7 +1072,7 @@ static PyObject *py_max_pool2d_backward(PyObject *self, PyObject *args, PyObject
     static const char *op = "cuda_max_pool2d_backward";
     static char *kwlist[] = {"dy", "argmax", "x_shape", NULL};
     PyObject *dyo, *amo, *so, *ret = NULL;
-    devctx ctx = {-1, NULL};
+    tn_devctx ctx = TN_DEVCTX_INIT;
     tn_DeviceArray *dx = NULL;
     Py_ssize_t xd[4];
     if (!PyArg_ParseTupleAndKeywords(args, kw, "OOO:cuda_max_pool2d_backward", kwlist, &dyo,
@@ -1134,7 +1108,7 @@ exit:
 // ids: a host int64 (N,) array, range-checked against V and copied to the
 // device (*tmp holds the copy), or an int64 CUDA array (N,) used as is (the
 // kernels skip out-of-range ids). Returns the device pointer or NULL.
-static const int64_t *ids_arg(PyObject *obj, const char *op, int64_t V, devctx *ctx,
+static const int64_t *ids_arg(PyObject *obj, const char *op, int64_t V, tn_devctx *ctx,
                               Py_ssize_t *n, tn_DeviceArray **tmp) {
     *tmp = NULL;
     if (tn_DeviceArray_Check(obj)) {
@@ -1187,7 +1161,7 @@ static PyObject *py_embedding_forward(PyObject *self, PyObject *args, PyObject *
     static const char *op = "cuda_embedding_forward";
     static char *kwlist[] = {"table", "ids", NULL};
     PyObject *to, *io, *ret = NULL;
-    devctx ctx = {-1, NULL};
+    tn_devctx ctx = TN_DEVCTX_INIT;
     tn_DeviceArray *y = NULL, *tmp = NULL;
     Py_ssize_t N = 0;
     if (!PyArg_ParseTupleAndKeywords(args, kw, "OO:cuda_embedding_forward", kwlist, &to, &io))
@@ -1213,7 +1187,7 @@ static PyObject *py_embedding_backward(PyObject *self, PyObject *args, PyObject 
     static char *kwlist[] = {"dy", "ids", "num_embeddings", NULL};
     PyObject *dyo, *io, *ret = NULL;
     Py_ssize_t V;
-    devctx ctx = {-1, NULL};
+    tn_devctx ctx = TN_DEVCTX_INIT;
     tn_DeviceArray *dt = NULL, *tmp = NULL;
     Py_ssize_t N = 0;
     if (!PyArg_ParseTupleAndKeywords(args, kw, "OOn:cuda_embedding_backward", kwlist, &dyo, &io,
@@ -1248,7 +1222,7 @@ static PyObject *py_timestep_embedding(PyObject *self, PyObject *args, PyObject 
     PyObject *to, *ret = NULL;
     int dim, device = -1;
     double max_period = 10000.0;
-    devctx ctx = {-1, NULL};
+    tn_devctx ctx = TN_DEVCTX_INIT;
     tn_DeviceArray *t = NULL, *tmp = NULL, *y = NULL;
     PyArrayObject *h = NULL;
     if (!PyArg_ParseTupleAndKeywords(args, kw, "Oi|di:cuda_timestep_embedding", kwlist, &to,
@@ -1293,7 +1267,7 @@ exit:
 // attention
 
 // q (N, L, C) and k, v of q's shape, the inputs both attention ops take.
-static int qkv_inputs(PyObject *qo, PyObject *ko, PyObject *vo, const char *op, devctx *ctx,
+static int qkv_inputs(PyObject *qo, PyObject *ko, PyObject *vo, const char *op, tn_devctx *ctx,
                       tn_DeviceArray **q, tn_DeviceArray **k, tn_DeviceArray **v) {
     if (!(*q = arg_f32(qo, op, "q", 3, "(N, L, C)", ctx))) return -1;
     const Py_ssize_t *qd = (*q)->shape;
@@ -1307,7 +1281,7 @@ static PyObject *py_attention_forward(PyObject *self, PyObject *args, PyObject *
     static char *kwlist[] = {"q", "k", "v", "num_heads", NULL};
     PyObject *qo, *ko, *vo, *ret = NULL;
     int H;
-    devctx ctx = {-1, NULL};
+    tn_devctx ctx = TN_DEVCTX_INIT;
     tn_DeviceArray *out = NULL, *probs = NULL;
     if (!PyArg_ParseTupleAndKeywords(args, kw, "OOOi:cuda_attention_forward", kwlist, &qo, &ko,
                                      &vo, &H))
@@ -1332,7 +1306,7 @@ static PyObject *py_attention_backward(PyObject *self, PyObject *args, PyObject 
     static char *kwlist[] = {"dout", "q", "k", "v", "probs", "num_heads", NULL};
     PyObject *dto, *qo, *ko, *vo, *po, *ret = NULL;
     int H;
-    devctx ctx = {-1, NULL};
+    tn_devctx ctx = TN_DEVCTX_INIT;
     tn_DeviceArray *dq = NULL, *dk = NULL, *dv = NULL;
     if (!PyArg_ParseTupleAndKeywords(args, kw, "OOOOOi:cuda_attention_backward", kwlist, &dto,
                                      &qo, &ko, &vo, &po, &H))
@@ -1368,7 +1342,7 @@ static PyObject *py_adamw_step(PyObject *self, PyObject *args, PyObject *kw) {
     PyObject *po, *go, *mo, *vo;
     double lr, beta1, beta2, eps, wd;
     long long step;
-    devctx ctx = {-1, NULL};
+    tn_devctx ctx = TN_DEVCTX_INIT;
     if (!PyArg_ParseTupleAndKeywords(args, kw, "OOOOdddddL:cuda_adamw_step", kwlist, &po, &go,
                                      &mo, &vo, &lr, &beta1, &beta2, &eps, &wd, &step))
         return NULL;
@@ -1393,7 +1367,7 @@ exit:
 }
 
 // A list/tuple of float32 CUDA arrays on one device -> pointers and sizes.
-static int collect(PyObject *seq_obj, const char *op, const char *what, devctx *ctx,
+static int collect(PyObject *seq_obj, const char *op, const char *what, tn_devctx *ctx,
                    float ***ptrs, int64_t **ns, int *count) {
     *ptrs = NULL;
     *ns = NULL;
@@ -1430,7 +1404,7 @@ fail:
 
 static PyObject *py_grad_norm(PyObject *self, PyObject *arg) {
     static const char *op = "cuda_grad_norm";
-    devctx ctx = {-1, NULL};
+    tn_devctx ctx = TN_DEVCTX_INIT;
     float **ptrs;
     int64_t *ns;
     int count;
@@ -1455,7 +1429,7 @@ static PyObject *py_scale_(PyObject *self, PyObject *args, PyObject *kw) {
     static char *kwlist[] = {"arrays", "factor", NULL};
     PyObject *seq;
     double factor;
-    devctx ctx = {-1, NULL};
+    tn_devctx ctx = TN_DEVCTX_INIT;
     float **ptrs;
     int64_t *ns;
     int count;
