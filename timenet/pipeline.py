@@ -24,6 +24,7 @@ from . import checkpoint as ckpt
 from . import flow, scoring
 from .evaluation import evaluate_maps
 from .models import UNet
+from .models.unet import PRESETS
 from .nn.init import manual_seed
 
 FORMAT = "timenet-run"
@@ -159,7 +160,7 @@ class TimeNet:
     def image_size(self):
         if self.model is not None:
             return self.model.denoiser.config.image_size
-        return self.config.image_size or UNet.from_preset(self.config.preset).config.image_size
+        return self.config.image_size or PRESETS[self.config.preset]["image_size"]
 
     @property
     def sigma(self):
